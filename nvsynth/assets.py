@@ -1,0 +1,147 @@
+"""External assets the project must not contain, resolved in a fixed order.
+
+Order: the config key, then the environment variable, then the user cache
+(``~/.cache/nvsynth`` or ``assets.cache_dir``), then a pinned download into
+the cache, verified by sha256. With ``NVSYNTH_OFFLINE=1`` no download is
+tried. When nothing works, one line says where to put the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from nvsynth.errors import UserError
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """A pinned external file."""
+
+    name: str  # human name for messages
+    filename: str  # name inside the cache
+    env_var: str
+    config_key: str
+    url: str | None
+    sha256: str | None
+
+
+FACE_TEMPLATE = AssetSpec(
+    name="MediaPipe canonical face mesh (Apache-2.0)",
+    filename="canonical_face_model.obj",
+    env_var="NVSYNTH_FACE_TEMPLATE",
+    config_key="assets.face_template",
+    url=(
+        "https://raw.githubusercontent.com/google-ai-edge/mediapipe/"
+        "a908d668c730da128dfa8d9f6bd25d519d006692/mediapipe/modules/face_geometry/data/"
+        "canonical_face_model.obj"
+    ),
+    sha256="8bac80443397e113f41a8b565ea72c59390bc031d9defab289dba7bc0c54e618",
+)
+
+_NV_TARGETS = "https://raw.githubusercontent.com/ut-vision/Gaze-NV-Rendering/0b8e0c33b14ea5202face972117ac0eca6cb16df/targets/"
+
+EYEDIAP_CS = AssetSpec(
+    name="EYEDIAP continuous-screen head-pose targets",
+    filename="EYEDIAP_CS_head_distribution.txt",
+    env_var="NVSYNTH_TARGETS_DIR",
+    config_key="assets.targets_dir",
+    url=_NV_TARGETS + "EYEDIAP_CS_head_distribution.txt",
+    sha256="e6ce119c1d4375dd57104b0ab59e8c51de520b3256b3b8e264b1e6b54a717adc",
+)
+
+EYEDIAP_FT = AssetSpec(
+    name="EYEDIAP floating-target head-pose targets",
+    filename="EYEDIAP_FT_head_distribution.txt",
+    env_var="NVSYNTH_TARGETS_DIR",
+    config_key="assets.targets_dir",
+    url=_NV_TARGETS + "EYEDIAP_FT_head_distribution.txt",
+    sha256="570e7c6fb02618b4cebd30a9f8f5968e8c7eec5806f6c9b3456c15079a95911b",
+)
+
+XGAZE_TRAIN = AssetSpec(
+    name="ETH-XGaze training head poses (make it with `nvsynth targets --from-h5`)",
+    filename="xgaze_train.npy",
+    env_var="NVSYNTH_TARGETS_DIR",
+    config_key="assets.targets_dir",
+    url=None,
+    sha256=None,
+)
+
+
+def default_cache_dir(configured: Path | None = None) -> Path:
+    if configured is not None:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nvsynth"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) -> Path:
+    """Fetch ``url`` to ``dest`` atomically, verifying ``sha256`` when given."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".download")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+            while block := resp.read(1 << 20):
+                out.write(block)
+        if sha256 is not None:
+            got = sha256_of(Path(tmp))
+            if got != sha256:
+                raise UserError(f"download of {url} has sha256 {got}, expected {sha256}; not used")
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve(spec: AssetSpec, configured: Path | None, cache_dir: Path | None = None, is_dir_key: bool = False) -> Path:
+    """Find ``spec``'s file: config, environment, cache, then download.
+
+    ``is_dir_key``: the config key and the environment variable name a folder
+    that holds ``spec.filename`` rather than the file itself.
+    """
+
+    def pick(p: Path) -> Path:
+        return p / spec.filename if is_dir_key else p
+
+    if configured is not None:
+        p = pick(Path(configured))
+        if not p.is_file():
+            raise UserError(f"{spec.config_key}: {p} not found ({spec.name})")
+        return p
+    env = os.environ.get(spec.env_var)
+    if env:
+        p = pick(Path(env).expanduser())
+        if not p.is_file():
+            raise UserError(f"{spec.env_var}: {p} not found ({spec.name})")
+        return p
+    cache = default_cache_dir(cache_dir) / spec.filename
+    if cache.is_file():
+        return cache
+    where = (
+        f"put {spec.filename} at {cache}, or set {spec.config_key} in the config "
+        f"or the environment variable {spec.env_var}"
+    )
+    if spec.url is None:
+        raise UserError(f"{spec.name} not found: {where}")
+    if os.environ.get("NVSYNTH_OFFLINE") == "1":
+        raise UserError(f"{spec.name} not found and NVSYNTH_OFFLINE=1: {where} (source: {spec.url})")
+    try:
+        return download(spec.url, cache, spec.sha256)
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"{spec.name} not found and could not be downloaded ({reason}): {where} (source: {spec.url})") from None

@@ -1,0 +1,129 @@
+"""The ``nvsynth`` command line: recon, render, targets, inspect, demo.
+
+User mistakes (``UserError``) print one line and exit non-zero with no
+traceback; configuration errors exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nvsynth import __version__
+from nvsynth.errors import UserError
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="config file (default: ./config_path.yaml if present); CLI options override it",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nvsynth",
+        description=(
+            "Novel-view synthesis for gaze datasets (MPII-NV). "
+            "Run `recon` on MPIIFaceGaze, then `render -save OUTDIR`, then `inspect OUTDIR`."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"nvsynth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("recon", help="fit a metric 3D face mesh to every source frame")
+    _add_config(p)
+    p.add_argument("--subjects", metavar="LIST", help="comma-separated subjects, e.g. p00,p03 (default: all)")
+    p.add_argument("--limit", type=int, metavar="K", help="at most K frames per subject")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: recon.workers)")
+    p.add_argument("--force", action="store_true", help="recompute frames whose record already exists")
+    p.add_argument("--export-obj", action="store_true", default=None, help="also write a textured .obj/.mtl/.png per frame")
+
+    p = sub.add_parser("render", help="render novel head poses and write per-subject HDF5 files")
+    _add_config(p)
+    p.add_argument("-save", "--save", dest="save", type=Path, required=True, metavar="OUTDIR", help="output folder")
+    p.add_argument("--subjects", metavar="LIST", help="comma-separated subjects (default: all with recon records)")
+    p.add_argument("--views", type=int, metavar="N", help="views per source frame (default: render.views)")
+    p.add_argument(
+        "--pattern",
+        choices=["xgaze-train", "eyediap-cs", "eyediap-ft", "gaussian", "file", "source"],
+        help="head-pose pattern (default: render.pattern)",
+    )
+    p.add_argument("--seed", type=int, metavar="S", help="random seed (default: render.seed)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: render.workers)")
+    p.add_argument("--limit", type=int, metavar="K", help="at most K source frames per subject")
+    p.add_argument("--resume", action="store_true", help="finish interrupted subjects, skip finished ones")
+
+    p = sub.add_parser("targets", help="make a head-pose pattern file from ETH-XGaze-style h5 files")
+    p.add_argument("--from-h5", nargs="+", type=Path, required=True, metavar="FILE", help="h5 files with face_head_pose")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="POSES.npy", help="output (N, 2) pitch/yaw, radians")
+
+    p = sub.add_parser("inspect", help="summarize, validate and plot rendered h5 files")
+    p.add_argument("path", type=Path, help="an h5 file or a folder of them")
+    p.add_argument("-o", "--out", type=Path, default=None, metavar="OUT", help="folder for the PNGs (default: no images)")
+    p.add_argument("--num", type=int, default=16, metavar="N", help="samples on the contact sheet (default 16)")
+    p.add_argument("--index", type=int, default=None, metavar="I", help="print row I's labels and save its patch")
+
+    p = sub.add_parser("demo", help="recon -> render -> inspect on the bundled sample subject")
+    _add_config(p)
+    p.add_argument("-o", "--out", type=Path, default=Path("nvsynth-demo"), metavar="OUTDIR", help="output folder")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from nvsynth.config import load_config, with_overrides
+
+    if args.command == "recon":
+        from recon.pipeline import run as run_recon
+
+        cfg = with_overrides(
+            load_config(args.config), {"recon.workers": args.workers, "recon.export_obj": args.export_obj}
+        )
+        return run_recon(cfg, subjects=args.subjects, limit=args.limit, force=args.force)
+    if args.command == "render":
+        from render.pipeline import run as run_render
+
+        cfg = with_overrides(
+            load_config(args.config),
+            {
+                "render.views": args.views,
+                "render.pattern": args.pattern,
+                "render.seed": args.seed,
+                "render.workers": args.workers,
+            },
+        )
+        return run_render(cfg, outdir=args.save, subjects=args.subjects, limit=args.limit, resume=args.resume)
+    if args.command == "targets":
+        from render.patterns import targets_from_h5
+
+        return targets_from_h5(args.from_h5, args.output)
+    if args.command == "inspect":
+        from nvsynth.inspect import run as run_inspect
+
+        return run_inspect(args.path, out=args.out, num=args.num, index=args.index)
+    if args.command == "demo":
+        from nvsynth.demo import run as run_demo
+
+        return run_demo(args.out, config=args.config)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as err:
+        print(f"nvsynth {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"nvsynth {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Label geometry: every convention nvsynth relies on, stated once.
+
+Sources
+-------
+* Axes: OpenCV pinhole camera -- x right, y down, z forward, millimetres
+  (OpenCV ``calib3d`` documentation, "Camera Calibration and 3D Reconstruction").
+* Face model: the MPIIGaze 6-point generic face model (Zhang et al., "MPIIGaze",
+  TPAMI 2019), in mm, in the order right-eye outer, right-eye inner, left-eye
+  inner, left-eye outer, right mouth, left mouth. Its axes match the camera's
+  for a frontal face: x toward the subject's left (image right), y down,
+  z away from the camera.
+* Head pose: EPnP followed by iterative (Levenberg-Marquardt) refinement,
+  with the camera's distortion coefficients (``cv2.solvePnP``). The face
+  centre is the mean of the six transformed model points.
+* Data normalization: Zhang, Sugano, Bulling, "Revisiting Data Normalization
+  for Appearance-Based Gaze Estimation", ETRA 2018, with the ETH-XGaze
+  constants (Zhang et al., ECCV 2020): focal 960, distance 300 mm, a
+  448x448 normalized image that is stored at 224x224.
+* Labels, in radians, as in ETH-XGaze's ``data_loader.py`` / ``utils.py``:
+  gaze pitch = asin(-g_y), yaw = atan2(-g_x, -g_z);
+  head pitch = asin(H[1,2]), yaw = atan2(H[0,2], H[2,2]).
+  So looking or turning up gives positive pitch, and toward image-left
+  (the subject's right) gives positive yaw.
+* hR(p, y) = Ry(y) . Rx(-p): the zero-roll head rotation whose labels read
+  back as (p, y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+# --- constants ---------------------------------------------------------------
+
+#: MPIIGaze 6-point face model, mm (see module docstring for order and axes).
+FACE_MODEL_6 = np.array(
+    [
+        [-45.096768, -0.483773, 2.397030],
+        [-21.312858, 0.483773, -2.397030],
+        [21.312858, 0.483773, -2.397030],
+        [45.096768, -0.483773, 2.397030],
+        [-26.299577, 68.595035, 0.0],
+        [26.299577, 68.595035, 0.0],
+    ],
+    dtype=np.float64,
+)
+
+#: Zhang et al. 2018 / ETH-XGaze normalization constants.
+NORM_FOCAL = 960.0
+NORM_DISTANCE = 300.0
+NORM_RENDER_SIZE = 448
+NORM_PATCH_SIZE = 224
+
+
+def normalized_camera_matrix(size: int = NORM_RENDER_SIZE) -> NDArray[np.float64]:
+    """The normalized camera: focal 960 at 448 px, principal point at the centre.
+
+    ``size`` other than 448 scales focal and principal point with the image, so
+    ``normalized_camera_matrix(224)`` is the camera of the stored 224 patch.
+    """
+    s = size / NORM_RENDER_SIZE
+    f = NORM_FOCAL * s
+    c = size / 2.0
+    return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
+
+
+def render_to_patch_pixels(points: ArrayLike) -> NDArray[np.float64]:
+    """Map pixel coordinates of the 448 render to the 224 patch.
+
+    Pixel centres sit at integer coordinates (OpenCV). A 2x2 area average maps
+    the centres 0 and 1 of the render onto centre 0 of the patch.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    scale = NORM_PATCH_SIZE / NORM_RENDER_SIZE
+    return (p + 0.5) * scale - 0.5
+
+
+# --- rotations ----------------------------------------------------------------
+
+
+def rot_x(a: float) -> NDArray[np.float64]:
+    """Right-handed rotation about the x axis by ``a`` radians."""
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def rot_y(a: float) -> NDArray[np.float64]:
+    """Right-handed rotation about the y axis by ``a`` radians."""
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def head_rotation_from_pitchyaw(pitch: float, yaw: float) -> NDArray[np.float64]:
+    """hR(p, y) = Ry(y) . Rx(-p), the zero-roll head rotation labelled (p, y)."""
+    return rot_y(yaw) @ rot_x(-pitch)
+
+
+def pitchyaw_from_head_rotation(H: ArrayLike) -> NDArray[np.float64]:
+    """Head labels (pitch, yaw) of rotation(s) ``H`` (..., 3, 3)."""
+    H = np.asarray(H, dtype=np.float64)
+    pitch = np.arcsin(np.clip(H[..., 1, 2], -1.0, 1.0))
+    yaw = np.arctan2(H[..., 0, 2], H[..., 2, 2])
+    return np.stack([pitch, yaw], axis=-1)
+
+
+# --- gaze vectors -------------------------------------------------------------
+
+
+def pitchyaw_from_vector(g: ArrayLike) -> NDArray[np.float64]:
+    """Gaze labels (pitch, yaw) of direction(s) ``g`` (..., 3); need not be unit."""
+    g = np.asarray(g, dtype=np.float64)
+    g = g / np.linalg.norm(g, axis=-1, keepdims=True)
+    pitch = np.arcsin(np.clip(-g[..., 1], -1.0, 1.0))
+    yaw = np.arctan2(-g[..., 0], -g[..., 2])
+    return np.stack([pitch, yaw], axis=-1)
+
+
+def vector_from_pitchyaw(py: ArrayLike) -> NDArray[np.float64]:
+    """Unit gaze direction(s) (..., 3) of labels (..., 2); inverse of the above."""
+    py = np.asarray(py, dtype=np.float64)
+    p, y = py[..., 0], py[..., 1]
+    return np.stack([-np.cos(p) * np.sin(y), -np.sin(p), -np.cos(p) * np.cos(y)], axis=-1)
+
+
+def angular_error_deg(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
+    """Angle in degrees between direction(s) ``a`` and ``b`` (..., 3)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    cos = np.clip(np.sum(a * b, axis=-1), -1.0, 1.0)
+    return np.degrees(np.arccos(cos))
+
+
+# --- head pose ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """A head pose in a camera: rotation hR (model -> camera) and translation t, mm."""
+
+    rotation: NDArray[np.float64]
+    translation: NDArray[np.float64]
+
+    @classmethod
+    def from_rvec(cls, rvec: ArrayLike, tvec: ArrayLike) -> HeadPose:
+        R, _ = cv2.Rodrigues(np.asarray(rvec, dtype=np.float64).reshape(3, 1))
+        return cls(R, np.asarray(tvec, dtype=np.float64).reshape(3))
+
+    @property
+    def rvec(self) -> NDArray[np.float64]:
+        return cv2.Rodrigues(self.rotation)[0].reshape(3)
+
+    def transform(self, points: ArrayLike) -> NDArray[np.float64]:
+        """Model points (N, 3) into camera coordinates."""
+        return np.asarray(points, dtype=np.float64) @ self.rotation.T + self.translation
+
+    def face_center(self) -> NDArray[np.float64]:
+        """Mean of the six transformed MPIIGaze model points, camera mm."""
+        return self.transform(FACE_MODEL_6).mean(axis=0)
+
+
+def estimate_head_pose(
+    landmarks_6: ArrayLike,
+    camera_matrix: ArrayLike,
+    dist_coeffs: ArrayLike,
+    model: ArrayLike = FACE_MODEL_6,
+) -> HeadPose:
+    """Head pose from the 6 image landmarks: EPnP, then iterative refinement."""
+    obj = np.ascontiguousarray(np.asarray(model, dtype=np.float64).reshape(-1, 1, 3))
+    img = np.ascontiguousarray(np.asarray(landmarks_6, dtype=np.float64).reshape(-1, 1, 2))
+    K = np.asarray(camera_matrix, dtype=np.float64)
+    d = np.asarray(dist_coeffs, dtype=np.float64).ravel()
+    ok, rvec, tvec = cv2.solvePnP(obj, img, K, d, flags=cv2.SOLVEPNP_EPNP)
+    if not ok:
+        raise ValueError("EPnP failed on the 6 face landmarks")
+    ok, rvec, tvec = cv2.solvePnP(obj, img, K, d, rvec, tvec, True, flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok:
+        raise ValueError("iterative PnP failed on the 6 face landmarks")
+    return HeadPose.from_rvec(rvec, tvec)
+
+
+# --- data normalization (Zhang et al. 2018) -------------------------------------
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The normalizing transform of one source frame.
+
+    ``rotation`` R has the rows [right; down; forward]. Applied to camera
+    coordinates about the camera origin it puts the face centre on the optical
+    axis and removes the head's roll. ``warp`` is Zhang's image warp
+    W = K_n S R K^-1 to the 448 normalized image.
+    """
+
+    rotation: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    warp: NDArray[np.float64]
+    face_center: NDArray[np.float64]
+    head_rotation: NDArray[np.float64]
+
+    @property
+    def head_rotation_norm(self) -> NDArray[np.float64]:
+        """H = R . hR."""
+        return self.rotation @ self.head_rotation
+
+    def head_pitchyaw(self) -> NDArray[np.float64]:
+        return pitchyaw_from_head_rotation(self.head_rotation_norm)
+
+    def gaze_vector(self, target: ArrayLike) -> NDArray[np.float64]:
+        """g = normalize(R . (target - centre))."""
+        g = self.rotation @ (np.asarray(target, dtype=np.float64) - self.face_center)
+        return g / np.linalg.norm(g)
+
+    def gaze_pitchyaw(self, target: ArrayLike) -> NDArray[np.float64]:
+        return pitchyaw_from_vector(self.gaze_vector(target))
+
+
+def normalizing_rotation(face_center: ArrayLike, head_rotation: ArrayLike) -> NDArray[np.float64]:
+    """R with rows [right; down; forward] (Zhang et al. 2018, ETH-XGaze code).
+
+    forward = c/|c|, down = normalize(forward x hR[:,0]),
+    right = normalize(down x forward).
+    """
+    c = np.asarray(face_center, dtype=np.float64).reshape(3)
+    hR = np.asarray(head_rotation, dtype=np.float64)
+    forward = c / np.linalg.norm(c)
+    down = np.cross(forward, hR[:, 0])
+    down /= np.linalg.norm(down)
+    right = np.cross(down, forward)
+    right /= np.linalg.norm(right)
+    return np.stack([right, down, forward], axis=0)
+
+
+def normalize(
+    head_pose: HeadPose,
+    camera_matrix: ArrayLike,
+    face_center: ArrayLike | None = None,
+) -> Normalization:
+    """Zhang's normalization of a frame with the given head pose and camera."""
+    c = head_pose.face_center() if face_center is None else np.asarray(face_center, float).reshape(3)
+    R = normalizing_rotation(c, head_pose.rotation)
+    S = np.diag([1.0, 1.0, NORM_DISTANCE / np.linalg.norm(c)])
+    K = np.asarray(camera_matrix, dtype=np.float64)
+    W = normalized_camera_matrix() @ S @ R @ np.linalg.inv(K)
+    return Normalization(R, S, W, c, head_pose.rotation)
+
+
+def project(points: ArrayLike, camera_matrix: ArrayLike) -> NDArray[np.float64]:
+    """Pinhole projection (no distortion) of camera points (..., 3) to pixels (..., 2)."""
+    p = np.asarray(points, dtype=np.float64)
+    K = np.asarray(camera_matrix, dtype=np.float64)
+    uvw = p @ K.T
+    return uvw[..., :2] / uvw[..., 2:3]

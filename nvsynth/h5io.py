@@ -1,0 +1,214 @@
+"""HDF5 output in the ETH-XGaze layout: one file per subject, ``OUTDIR/<subject>.h5``.
+
+The schema is defined here once; the writer and every reader use it. Files
+are written to ``<subject>.h5.partial`` in the same folder and renamed when
+complete, so a final file is never half-written and never appended to.
+ETH-XGaze's ``data_loader.py`` opens them unchanged:
+``h5py.File(path, 'r', swmr=True)``, ``face_patch[idx]`` (BGR), ``face_gaze[idx]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from nvsynth.errors import UserError
+
+PARTIAL_SUFFIX = ".partial"
+ROWS_ATTR = "rows_committed"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One per-row dataset: ``shape`` excludes the row axis."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name, or "str" for UTF-8 strings
+    meaning: str
+    image: bool = False  # one row per chunk, lzf-compressed
+
+    def h5_dtype(self) -> Any:
+        return h5py.string_dtype("utf-8") if self.dtype == "str" else np.dtype(self.dtype)
+
+
+#: The core schema (ETH-XGaze names; see README "Output schema").
+CORE_FIELDS: tuple[Field, ...] = (
+    Field("face_patch", (224, 224, 3), "uint8", "normalized face image, BGR", image=True),
+    Field("face_mask", (224, 224), "uint8", "rendered face region, 0/255", image=True),
+    Field("face_gaze", (2,), "float32", "normalized gaze (pitch, yaw), radians"),
+    Field("face_head_pose", (2,), "float32", "normalized head pose (pitch, yaw), radians"),
+    Field("rotation_matrix", (3, 3), "float32", "novel-view rotation applied in normalized space"),
+    Field("face_mat_norm", (3, 3), "float32", "the source frame's normalizing rotation R"),
+    Field("landmarks_norm", (68, 2), "float32", "68 fitted landmarks in patch pixels"),
+    Field("frame_index", (), "int32", "row of the subject's annotation file"),
+    Field("source_file", (), "str", "source image, relative to the dataset root"),
+)
+
+CORE_NAMES = tuple(f.name for f in CORE_FIELDS)
+
+
+def partial_path(final: Path) -> Path:
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+class H5Writer:
+    """Streams rows into ``<final>.partial``; :meth:`commit` renames it to ``final``.
+
+    With ``resume=True`` an existing readable partial file is reopened and the
+    rows committed so far are kept (rows past the last commit are dropped).
+    ``attrs`` are written as file attributes (nvsynth version, config hash,
+    seed, pattern, ...).
+    """
+
+    def __init__(
+        self,
+        final: Path,
+        fields: Sequence[Field] = CORE_FIELDS,
+        attrs: Mapping[str, Any] | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.final = Path(final)
+        self.partial = partial_path(self.final)
+        self.fields = tuple(fields)
+        self._names = {f.name for f in self.fields}
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self._f: h5py.File | None = None
+        if resume and self.partial.exists():
+            self._f = self._reopen()
+        if self._f is None:
+            self._f = self._create(attrs or {})
+
+    # -- setup ----------------------------------------------------------------
+    def _create(self, attrs: Mapping[str, Any]) -> h5py.File:
+        f = h5py.File(self.partial, "w", libver="latest")
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs[ROWS_ATTR] = 0
+        for fld in self.fields:
+            if fld.image:
+                kw: dict[str, Any] = {"chunks": (1, *fld.shape), "compression": "lzf"}
+            else:
+                kw = {"chunks": (256, *fld.shape)}
+            f.create_dataset(fld.name, shape=(0, *fld.shape), maxshape=(None, *fld.shape), dtype=fld.h5_dtype(), **kw)
+        return f
+
+    def _reopen(self) -> h5py.File | None:
+        try:
+            f = h5py.File(self.partial, "a")
+            rows = int(f.attrs[ROWS_ATTR])
+            if set(f.keys()) != self._names:
+                f.close()
+                return None
+            for name in self._names:
+                if f[name].shape[0] < rows:
+                    f.close()
+                    return None
+                f[name].resize(rows, axis=0)
+            return f
+        except (OSError, KeyError):
+            return None
+
+    # -- writing ----------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        assert self._f is not None
+        return int(self._f.attrs[ROWS_ATTR])
+
+    def read_column(self, name: str) -> np.ndarray:
+        """The committed rows of one dataset (used by resume to skip done work)."""
+        assert self._f is not None
+        return self._f[name][: self.rows]
+
+    def append(self, batch: Mapping[str, np.ndarray | Sequence[str]]) -> None:
+        """Append rows; every field must be present with the schema's shape."""
+        assert self._f is not None, "writer is closed"
+        if set(batch) != self._names:
+            missing = self._names - set(batch)
+            extra = set(batch) - self._names
+            raise ValueError(f"batch keys mismatch: missing {sorted(missing)}, extra {sorted(extra)}")
+        n = len(batch[self.fields[0].name])
+        start = self.rows
+        for fld in self.fields:
+            data = batch[fld.name]
+            if fld.dtype == "str":
+                arr = np.asarray(list(data), dtype=object)
+            else:
+                arr = np.asarray(data, dtype=fld.dtype)
+            if arr.shape != (n, *fld.shape):
+                raise ValueError(f"{fld.name}: shape {arr.shape}, expected {(n, *fld.shape)}")
+            ds = self._f[fld.name]
+            ds.resize(start + n, axis=0)
+            ds[start : start + n] = arr
+        self._f.attrs[ROWS_ATTR] = start + n
+        self._f.flush()
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        assert self._f is not None
+        for k, v in attrs.items():
+            self._f.attrs[k] = v
+
+    def close(self) -> None:
+        """Close without publishing (the partial file stays for ``--resume``)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def commit(self) -> Path:
+        """Close and atomically rename the partial file to its final name."""
+        self.close()
+        os.replace(self.partial, self.final)
+        return self.final
+
+    def __enter__(self) -> H5Writer:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def open_h5(path: Path) -> h5py.File:
+    """Open an output file as ETH-XGaze does; a corrupt file is a ``UserError``."""
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except OSError as err:
+        raise UserError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
+
+
+def expected_dtype(fld: Field) -> np.dtype:
+    return np.dtype(object) if fld.dtype == "str" else np.dtype(fld.dtype)
+
+
+def validate_schema(f: h5py.File, fields: Sequence[Field] = CORE_FIELDS) -> list[str]:
+    """Problems with keys, shapes, dtypes and row counts; empty when it conforms."""
+    problems: list[str] = []
+    rows: dict[str, int] = {}
+    for fld in fields:
+        if fld.name not in f:
+            problems.append(f"missing key '{fld.name}'")
+            continue
+        ds = f[fld.name]
+        if ds.shape[1:] != fld.shape:
+            problems.append(f"'{fld.name}': shape {ds.shape[1:]} per row, expected {fld.shape}")
+        if fld.dtype == "str":
+            if h5py.check_string_dtype(ds.dtype) is None:
+                problems.append(f"'{fld.name}': dtype {ds.dtype}, expected UTF-8 string")
+        elif ds.dtype != np.dtype(fld.dtype):
+            problems.append(f"'{fld.name}': dtype {ds.dtype}, expected {fld.dtype}")
+        rows[fld.name] = ds.shape[0] if ds.ndim else 0
+    for name in f.keys():
+        if isinstance(f[name], h5py.Dataset) and f[name].ndim and name not in rows:
+            rows[name] = f[name].shape[0]
+    if len(set(rows.values())) > 1:
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(rows.items()))
+        problems.append(f"mismatched row counts: {counts}")
+    return problems

@@ -1,0 +1,1 @@
+"""Recon stage: face landmarks and the per-frame fit of the canonical face mesh."""

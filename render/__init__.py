@@ -1,0 +1,1 @@
+"""Render stage: the moderngl/EGL renderer, view sampling and appearance."""

@@ -1,0 +1,1 @@
+"""Data the project ships: face-model numbers and the sample subject."""

@@ -1,0 +1,47 @@
+"""Shared test fixtures.
+
+Data from ``../shared`` (face template, EYEDIAP targets, labelled faces) is
+found through ``NVSYNTH_SHARED`` or the folder beside the repository. Tests
+that need it skip when it is absent, unless ``NVSYNTH_REQUIRE_SHARED=1``
+(CI), where its absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("NVSYNTH_SHARED")
+    return Path(env) if env else REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    d = _shared_dir()
+    if not (d / "assets" / "canonical_face_model.obj").is_file():
+        if os.environ.get("NVSYNTH_REQUIRE_SHARED") == "1":
+            pytest.fail(f"NVSYNTH_REQUIRE_SHARED=1 but shared data is missing at {d}")
+        pytest.skip(f"shared test data not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def template_path(shared: Path) -> Path:
+    return shared / "assets" / "canonical_face_model.obj"
+
+
+@pytest.fixture(autouse=True)
+def _offline_assets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never download during tests; point the template at the shared copy."""
+    monkeypatch.setenv("NVSYNTH_OFFLINE", "1")
+    d = _shared_dir()
+    if "NVSYNTH_FACE_TEMPLATE" not in os.environ and (d / "assets" / "canonical_face_model.obj").is_file():
+        monkeypatch.setenv("NVSYNTH_FACE_TEMPLATE", str(d / "assets" / "canonical_face_model.obj"))
+    if "NVSYNTH_TARGETS_DIR" not in os.environ and (d / "targets").is_dir():
+        monkeypatch.setenv("NVSYNTH_TARGETS_DIR", str(d / "targets"))
