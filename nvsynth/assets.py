@@ -44,7 +44,9 @@ FACE_TEMPLATE = AssetSpec(
     sha256="8bac80443397e113f41a8b565ea72c59390bc031d9defab289dba7bc0c54e618",
 )
 
-_NV_TARGETS = "https://raw.githubusercontent.com/ut-vision/Gaze-NV-Rendering/0b8e0c33b14ea5202face972117ac0eca6cb16df/targets/"
+_NV_TARGETS = (
+    "https://raw.githubusercontent.com/ut-vision/Gaze-NV-Rendering/0b8e0c33b14ea5202face972117ac0eca6cb16df/targets/"
+)
 
 EYEDIAP_CS = AssetSpec(
     name="EYEDIAP continuous-screen head-pose targets",
@@ -94,7 +96,7 @@ def download(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) ->
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".download")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while block := resp.read(1 << 20):
                 out.write(block)
         if sha256 is not None:
@@ -144,4 +146,6 @@ def resolve(spec: AssetSpec, configured: Path | None, cache_dir: Path | None = N
         return download(spec.url, cache, spec.sha256)
     except (urllib.error.URLError, TimeoutError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise UserError(f"{spec.name} not found and could not be downloaded ({reason}): {where} (source: {spec.url})") from None
+        raise UserError(
+            f"{spec.name} not found and could not be downloaded ({reason}): {where} (source: {spec.url})"
+        ) from None

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="K", help="at most K frames per subject")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: recon.workers)")
     p.add_argument("--force", action="store_true", help="recompute frames whose record already exists")
-    p.add_argument("--export-obj", action="store_true", default=None, help="also write a textured .obj/.mtl/.png per frame")
+    p.add_argument(
+        "--export-obj", action="store_true", default=None, help="also write a textured .obj/.mtl/.png per frame"
+    )
 
     p = sub.add_parser("render", help="render novel head poses and write per-subject HDF5 files")
     _add_config(p)
@@ -60,12 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="finish interrupted subjects, skip finished ones")
 
     p = sub.add_parser("targets", help="make a head-pose pattern file from ETH-XGaze-style h5 files")
-    p.add_argument("--from-h5", nargs="+", type=Path, required=True, metavar="FILE", help="h5 files with face_head_pose")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="POSES.npy", help="output (N, 2) pitch/yaw, radians")
+    p.add_argument(
+        "--from-h5", nargs="+", type=Path, required=True, metavar="FILE", help="h5 files with face_head_pose"
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="POSES.npy", help="output (N, 2) pitch/yaw, radians"
+    )
 
     p = sub.add_parser("inspect", help="summarize, validate and plot rendered h5 files")
     p.add_argument("path", type=Path, help="an h5 file or a folder of them")
-    p.add_argument("-o", "--out", type=Path, default=None, metavar="OUT", help="folder for the PNGs (default: no images)")
+    p.add_argument(
+        "-o", "--out", type=Path, default=None, metavar="OUT", help="folder for the PNGs (default: no images)"
+    )
     p.add_argument("--num", type=int, default=16, metavar="N", help="samples on the contact sheet (default 16)")
     p.add_argument("--index", type=int, default=None, metavar="I", help="print row I's labels and save its patch")
 

@@ -137,10 +137,7 @@ class H5Writer:
         start = self.rows
         for fld in self.fields:
             data = batch[fld.name]
-            if fld.dtype == "str":
-                arr = np.asarray(list(data), dtype=object)
-            else:
-                arr = np.asarray(data, dtype=fld.dtype)
+            arr = np.asarray(list(data), dtype=object) if fld.dtype == "str" else np.asarray(data, dtype=fld.dtype)
             if arr.shape != (n, *fld.shape):
                 raise ValueError(f"{fld.name}: shape {arr.shape}, expected {(n, *fld.shape)}")
             ds = self._f[fld.name]
@@ -205,7 +202,7 @@ def validate_schema(f: h5py.File, fields: Sequence[Field] = CORE_FIELDS) -> list
         elif ds.dtype != np.dtype(fld.dtype):
             problems.append(f"'{fld.name}': dtype {ds.dtype}, expected {fld.dtype}")
         rows[fld.name] = ds.shape[0] if ds.ndim else 0
-    for name in f.keys():
+    for name in f:
         if isinstance(f[name], h5py.Dataset) and f[name].ndim and name not in rows:
             rows[name] = f[name].shape[0]
     if len(set(rows.values())) > 1:

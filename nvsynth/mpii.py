@@ -106,7 +106,7 @@ def load_calibration(subject_dir: Path) -> Calibration:
         raise UserError(f"subject {subject_dir.name}: missing {cam_path}")
     try:
         cam = scipy.io.loadmat(str(cam_path))
-    except Exception as err:  # noqa: BLE001 - any parse failure is a data error
+    except Exception as err:
         raise UserError(f"subject {subject_dir.name}: cannot read {cam_path}: {err}") from None
     K = _mat_get(cam, "cameraMatrix")
     d = _mat_get(cam, "distCoeffs")
