@@ -56,14 +56,16 @@ NORM_PATCH_SIZE = 224
 
 
 def normalized_camera_matrix(size: int = NORM_RENDER_SIZE) -> NDArray[np.float64]:
-    """The normalized camera: focal 960 at 448 px, principal point at the centre.
+    """The normalized camera: focal 960 at 448 px, principal point at (224, 224).
 
-    ``size`` other than 448 scales focal and principal point with the image, so
-    ``normalized_camera_matrix(224)`` is the camera of the stored 224 patch.
+    ``size`` other than 448 is the 448 render resampled to ``size``: focal
+    scales with the image and the principal point maps as pixel centres do
+    (:func:`render_to_patch_pixels`), so ``normalized_camera_matrix(224)`` is the
+    camera of the stored 224 patch (focal 480, principal point 111.75).
     """
     s = size / NORM_RENDER_SIZE
     f = NORM_FOCAL * s
-    c = size / 2.0
+    c = (NORM_RENDER_SIZE / 2.0 + 0.5) * s - 0.5
     return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
 
 
