@@ -86,16 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(args: argparse.Namespace) -> int:
     from nvsynth.config import load_config, with_overrides
 
+    # The config is validated before a stage module is imported, so that a bad
+    # config reports itself (exit 2) even where a stage cannot load.
     if args.command == "recon":
-        from recon.pipeline import run as run_recon
-
         cfg = with_overrides(
             load_config(args.config), {"recon.workers": args.workers, "recon.export_obj": args.export_obj}
         )
+        from recon.pipeline import run as run_recon
+
         return run_recon(cfg, subjects=args.subjects, limit=args.limit, force=args.force)
     if args.command == "render":
-        from render.pipeline import run as run_render
-
         cfg = with_overrides(
             load_config(args.config),
             {
@@ -105,6 +105,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "render.workers": args.workers,
             },
         )
+        from render.pipeline import run as run_render
+
         return run_render(cfg, outdir=args.save, subjects=args.subjects, limit=args.limit, resume=args.resume)
     if args.command == "targets":
         from render.patterns import targets_from_h5
