@@ -257,3 +257,36 @@ def project(points: ArrayLike, camera_matrix: ArrayLike) -> NDArray[np.float64]:
     K = np.asarray(camera_matrix, dtype=np.float64)
     uvw = p @ K.T
     return uvw[..., :2] / uvw[..., 2:3]
+
+
+def _wrap_angle(a: float) -> float:
+    """``a`` wrapped to (-pi, pi]."""
+    return float(np.arctan2(np.sin(a), np.cos(a)))
+
+
+def head_pitchyaw_for_gaze(gaze_in_head: ArrayLike, gaze_pitchyaw: ArrayLike) -> NDArray[np.float64] | None:
+    """Zero-roll head labels (p, y) with hR(p, y) . ``gaze_in_head`` = the gaze labelled ``gaze_pitchyaw``.
+
+    With w = Rx(-p) . g the condition on w's y-component fixes p
+    (g_y cos p + g_z sin p = -sin(gaze pitch)); Ry(y) then adds y to w's yaw.
+    Of the two solutions the one with the smaller |p| (within +-90 degrees) is
+    returned; ``None`` when the gaze cannot be reached by a zero-roll head.
+    """
+    g = np.asarray(gaze_in_head, dtype=np.float64).reshape(3)
+    g = g / np.linalg.norm(g)
+    pg, yg = (float(v) for v in np.asarray(gaze_pitchyaw, dtype=np.float64).reshape(2))
+    amp = float(np.hypot(g[1], g[2]))
+    want = -np.sin(pg)
+    if amp < 1e-12 or abs(want) > amp:
+        return None
+    phi = float(np.arctan2(g[2], g[1]))
+    delta = float(np.arccos(np.clip(want / amp, -1.0, 1.0)))
+    candidates = [_wrap_angle(phi + s * delta) for s in (1.0, -1.0)]
+    candidates = [p for p in candidates if abs(p) <= np.pi / 2]
+    if not candidates:
+        return None
+    p = min(candidates, key=abs)
+    w = rot_x(-p) @ g
+    yaw_w = float(pitchyaw_from_vector(w)[1])
+    y = _wrap_angle(yg - yaw_w)
+    return pitchyaw_from_head_rotation(head_rotation_from_pitchyaw(p, y))

@@ -1,0 +1,151 @@
+"""Head-pose patterns: where the target poses of the novel views come from.
+
+``xgaze-train``, ``eyediap-cs``, ``eyediap-ft`` and ``file`` draw a uniformly
+random row of an empirical (pitch, yaw) list in radians; ``gaussian`` draws
+both angles from N(0, sigma) for the head, or, with ``gaussian_on: gaze``, for
+the gaze, choosing the zero-roll head pose that puts the gaze there;
+``source`` re-renders the source pose (rotation = identity). Pattern files are
+read once per run by :func:`load_pattern`; the resulting :class:`Pattern` is
+small enough to hand to worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from numpy.typing import NDArray
+
+from nvsynth import geometry
+from nvsynth.assets import EYEDIAP_CS, EYEDIAP_FT, XGAZE_TRAIN, AssetSpec, resolve
+from nvsynth.config import Config
+from nvsynth.errors import ConfigError, UserError
+from render.views import NormalizedSource
+
+PATTERNS = ("xgaze-train", "eyediap-cs", "eyediap-ft", "gaussian", "file", "source")
+_ASSET_PATTERNS: dict[str, AssetSpec] = {
+    "xgaze-train": XGAZE_TRAIN,
+    "eyediap-cs": EYEDIAP_CS,
+    "eyediap-ft": EYEDIAP_FT,
+}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A pose sampler (see :data:`render.views.PoseSampler`)."""
+
+    name: str
+    poses: NDArray[np.float64] | None = None  # (N, 2) for the empirical patterns
+    sigma: float = np.radians(20.0)  # radians, for 'gaussian'
+    on: str = "head"  # 'head' or 'gaze', for 'gaussian'
+    origin: str = ""  # the file the poses came from, for the manifest
+
+    def __call__(self, rng: np.random.Generator, source: NormalizedSource) -> NDArray[np.float64] | None:
+        """A target head pose (pitch, yaw); ``None`` when the draw cannot be reached (gaze mode)."""
+        if self.name == "source":
+            return source.pose.copy()
+        if self.poses is not None:
+            return self.poses[int(rng.integers(len(self.poses)))].copy()
+        draw = rng.normal(0.0, self.sigma, size=2)
+        if self.on == "gaze":
+            if abs(draw[0]) >= np.pi / 2:
+                return None
+            return geometry.head_pitchyaw_for_gaze(source.gaze_in_head, draw)
+        return draw
+
+
+def load_pose_file(path: Path) -> NDArray[np.float64]:
+    """An (N, 2) array of (pitch, yaw) radians from ``.npy`` or text; ``UserError`` if malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pose file not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            arr = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except (OSError, ValueError) as err:
+        raise UserError(f"pose file {path}: cannot read ({str(err).splitlines()[0]})") from None
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
+        raise UserError(f"pose file {path}: expected an (N, 2) array of (pitch, yaw), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"pose file {path}: non-finite values")
+    if np.abs(arr).max() > np.pi:
+        raise UserError(f"pose file {path}: values beyond pi; poses must be in radians")
+    return arr
+
+
+def load_pattern(cfg: Config) -> Pattern:
+    """Resolve and load the configured pattern (files are read here, once)."""
+    r = cfg.render
+    if r.pattern == "source":
+        return Pattern("source")
+    if r.pattern == "gaussian":
+        return Pattern("gaussian", sigma=float(np.radians(r.gaussian_sigma_deg)), on=r.gaussian_on)
+    if r.pattern == "file":
+        if r.pattern_file is None:
+            raise ConfigError("config: render.pattern 'file' needs render.pattern_file")
+        path = Path(r.pattern_file)
+    elif r.pattern in _ASSET_PATTERNS:
+        path = resolve(_ASSET_PATTERNS[r.pattern], cfg.assets.targets_dir, cfg.assets.cache_dir, is_dir_key=True)
+    else:  # pragma: no cover - config validation rejects other names
+        raise ConfigError(f"config: unknown render.pattern '{r.pattern}'")
+    return Pattern(r.pattern, poses=load_pose_file(path), origin=str(path))
+
+
+def _read_head_poses(path: Path) -> NDArray[np.float64]:
+    if not Path(path).is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            if "face_head_pose" not in f:
+                raise UserError(f"{path}: no 'face_head_pose' dataset (not an ETH-XGaze-style file)")
+            ds = f["face_head_pose"]
+            if not isinstance(ds, h5py.Dataset) or ds.ndim != 2 or ds.shape[1] != 2:
+                raise UserError(f"{path}: 'face_head_pose' must be (N, 2), got {getattr(ds, 'shape', None)}")
+            arr = np.asarray(ds[...], dtype=np.float64)
+    except OSError as err:
+        raise UserError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
+    if not np.all(np.isfinite(arr)):
+        raise UserError(f"{path}: 'face_head_pose' has non-finite values")
+    if arr.size and np.abs(arr).max() > np.pi:
+        raise UserError(f"{path}: 'face_head_pose' has values beyond pi; expected radians")
+    return arr
+
+
+def targets_from_h5(files: Sequence[Path], out: Path) -> int:
+    """``nvsynth targets --from-h5 FILES -o poses.npy``: collect every ``face_head_pose`` row.
+
+    Writes an (N, 2) float64 array of (pitch, yaw) radians atomically and
+    prints one line. Returns the exit code.
+    """
+    if not files:
+        raise UserError("--from-h5: no input files", exit_code=2)
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise UserError(f"-o {out}: the output must be a .npy file", exit_code=2)
+    parts = [_read_head_poses(Path(p)) for p in files]
+    poses = np.concatenate(parts, axis=0)
+    if len(poses) == 0:
+        raise UserError("--from-h5: the files hold no rows")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, poses)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    lo, hi = np.degrees(poses.min(axis=0)), np.degrees(poses.max(axis=0))
+    print(
+        f"wrote {len(poses)} head poses from {len(parts)} file(s) to {out} "
+        f"(pitch {lo[0]:.1f}..{hi[0]:.1f} deg, yaw {lo[1]:.1f}..{hi[1]:.1f} deg)"
+    )
+    return 0
