@@ -16,6 +16,7 @@ target (3, camera mm); eye side.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,12 +179,8 @@ class Subject:
                 index += 1
 
     def frame_list(self, limit: int | None = None) -> list[Frame]:
-        out: list[Frame] = []
-        for f in self.frames():
-            if limit is not None and len(out) >= limit:
-                break
-            out.append(f)
-        return out
+        """The first ``limit`` frames (all when ``None``); lines past the limit are not parsed."""
+        return list(itertools.islice(self.frames(), limit))
 
 
 def open_subject(root: Path, name: str) -> Subject:
