@@ -64,7 +64,8 @@ class H5Writer:
     With ``resume=True`` an existing readable partial file is reopened and the
     rows committed so far are kept (rows past the last commit are dropped).
     ``attrs`` are written as file attributes (nvsynth version, config hash,
-    seed, pattern, ...).
+    seed, pattern, ...); ``dataset_attrs`` maps a field name to attributes of
+    its dataset (e.g. ``{"variant": {"names": [...]}}``), written on creation.
     """
 
     def __init__(
@@ -73,11 +74,16 @@ class H5Writer:
         fields: Sequence[Field] = CORE_FIELDS,
         attrs: Mapping[str, Any] | None = None,
         resume: bool = False,
+        dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.final = Path(final)
         self.partial = partial_path(self.final)
         self.fields = tuple(fields)
         self._names = {f.name for f in self.fields}
+        unknown = set(dataset_attrs or {}) - self._names
+        if unknown:
+            raise ValueError(f"dataset_attrs for unknown fields {sorted(unknown)}")
+        self._dataset_attrs = dict(dataset_attrs or {})
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self._f: h5py.File | None = None
         if resume and self.partial.exists():
@@ -97,6 +103,8 @@ class H5Writer:
             else:
                 kw = {"chunks": (256, *fld.shape)}
             f.create_dataset(fld.name, shape=(0, *fld.shape), maxshape=(None, *fld.shape), dtype=fld.h5_dtype(), **kw)
+            for k, v in self._dataset_attrs.get(fld.name, {}).items():
+                f[fld.name].attrs[k] = v
         return f
 
     def _reopen(self) -> h5py.File | None:
