@@ -154,6 +154,11 @@ class H5Writer:
         self._f.attrs[ROWS_ATTR] = start + n
         self._f.flush()
 
+    def attrs(self) -> dict[str, Any]:
+        """The file attributes as they are now (a reopened partial keeps those of the run that made it)."""
+        assert self._f is not None
+        return {k: self._f.attrs[k] for k in self._f.attrs}
+
     def set_attrs(self, attrs: Mapping[str, Any]) -> None:
         assert self._f is not None
         for k, v in attrs.items():
