@@ -1,0 +1,588 @@
+"""``nvsynth render -save OUTDIR``: recon records -> novel views -> one HDF5 file per subject.
+
+Run control
+-----------
+* Sources are a subject's recon records (``<data.mpii.obj>/<subject>/**.npz``)
+  in frame order; ``--limit K`` keeps the first K. Rows are written in frame
+  order, then view order, whatever the number of workers: results come back
+  through an ordered, bounded window of tasks, so at most a few sources are
+  in memory at a time and RSS stays flat however large the subject.
+* Every random draw of a view comes from ``view_rng(seed, subject, frame,
+  view, stream)``, so the output is identical across runs and worker counts.
+* ``--workers N`` (N > 1) renders in N 'spawn' processes, each with its own
+  :class:`~render.gl.FaceRenderer` made by the pool's initializer (so the GL
+  context is created after the process starts); N = 1 renders in-process.
+* Each subject is written to ``<subject>.h5.partial`` and renamed when
+  complete. After every source the file is flushed with a progress marker
+  (attribute ``progress_frame``), so an interrupted subject can be finished.
+* SIGINT (Ctrl-C) stops after the source being written: the partial file
+  stays, no final file appears for that subject, ``manifest.json`` says
+  ``interrupted`` and the command exits with 130.
+* ``--resume`` skips subjects whose final file exists and reopens a partial
+  file, keeping its committed rows and continuing with the next source; it
+  refuses a partial file made with another configuration, seed, pattern or
+  view count. Without ``--resume`` an existing final file is an error (one
+  line suggesting ``--resume`` or removing it); nothing is overwritten. A
+  stale partial file is started afresh.
+* ``OUTDIR/manifest.json`` (written atomically after every subject) records
+  the configuration, versions, per-subject counts, skipped views and sources
+  with reasons, and the elapsed time.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import cv2
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from nvsynth import __version__
+from nvsynth.config import Config
+from nvsynth.errors import UserError
+from nvsynth.h5io import CORE_FIELDS, Field, H5Writer, partial_path
+from nvsynth.mpii import SUBJECT_RE
+from nvsynth.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
+from recon.record import ReconRecord
+from render.appearance import APPEARANCE_ATTRS, APPEARANCE_FIELDS, appearance_columns, sample_appearance
+from render.patterns import Pattern, load_pattern
+from render.views import View, normalize_record, sample_view
+
+#: Per-row datasets of the pose sampling (contracts.md).
+POSE_FIELDS: tuple[Field, ...] = (
+    Field("target_pose", (2,), "float32", "sampled target head pose (pitch, yaw), radians"),
+    Field("view_index", (), "int32", "index of the view within its source frame"),
+    Field("pose_attempts", (), "int32", "target draws until the view was within render.max_pose_deg"),
+)
+FIELDS: tuple[Field, ...] = (*CORE_FIELDS, *POSE_FIELDS, *APPEARANCE_FIELDS)
+MANIFEST = "manifest.json"
+#: Attributes this module adds to every subject file (besides contracts.md's).
+PROGRESS_ATTR = "progress_frame"
+SKIPS_ATTR = "skipped_views"
+#: Sources in flight per worker (bounds memory; 2 keeps every worker busy).
+IN_FLIGHT_PER_WORKER = 2
+
+
+# -- sources -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One recon record to render, in frame order."""
+
+    path: Path
+    frame_index: int
+
+
+def list_sources(obj_root: Path, subject: str, limit: int | None = None) -> list[Source]:
+    """The subject's recon records sorted by frame index (then path); the first ``limit`` of them."""
+    folder = Path(obj_root) / subject
+    paths = [p for p in folder.rglob("*.npz") if not p.name.endswith(".tmp.npz")] if folder.is_dir() else []
+    sources = []
+    for p in paths:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                frame = int(z["frame_index"])
+        except (OSError, KeyError, ValueError) as err:
+            raise UserError(f"{p}: not a readable recon record ({str(err).splitlines()[0]})") from None
+        sources.append(Source(p, frame))
+    sources.sort(key=lambda s: (s.frame_index, str(s.path)))
+    return sources if limit is None else sources[: max(0, limit)]
+
+
+def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
+    """``--subjects p00,p03`` (validated), or every subject folder that holds recon records."""
+    if wanted:
+        names = [s.strip() for s in wanted.split(",") if s.strip()]
+        for n in names:
+            if not SUBJECT_RE.match(n):
+                raise UserError(f"--subjects: '{n}' is not a subject name like p00", exit_code=2)
+        return names
+    root = Path(obj_root)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and SUBJECT_RE.match(p.name)) if root.is_dir() else []
+    if not names:
+        raise UserError(f"no recon records under {root}: run `nvsynth recon` first")
+    return names
+
+
+# -- per-source work (runs in a worker process, or in-process with one worker) ---------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a worker needs; pickled once per worker."""
+
+    cfg: Config
+    seed: int
+    pattern: Pattern
+    raw_root: Path
+
+
+@dataclass
+class SourceResult:
+    """The rows of one source (view order) and what was skipped."""
+
+    frame_index: int
+    columns: dict[str, Any] | None  # None when no view was rendered
+    skips: list[dict[str, Any]] = field(default_factory=list)
+    gl_renderer: str = ""
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.columns is None else len(self.columns["view_index"])
+
+
+class SourceRenderer:
+    """Renders sources: one FaceRenderer and one background listing, made in the process that uses them."""
+
+    def __init__(self, spec: RunSpec, backgrounds: Any) -> None:
+        from render.gl import FaceRenderer
+
+        self.spec = spec
+        self.backgrounds = backgrounds
+        self.renderer = FaceRenderer()
+        self._gl_name = ""
+
+    @property
+    def gl_renderer(self) -> str:
+        if not self._gl_name:
+            from render.gl import get_context
+
+            self._gl_name = str(get_context().info.get("GL_RENDERER", ""))
+        return self._gl_name
+
+    def __call__(self, task: tuple[str, Source]) -> SourceResult:
+        subject, source = task
+        t0 = time.perf_counter()
+        result = self.render_source(subject, source)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def render_source(self, subject: str, source: Source) -> SourceResult:
+        from render.compose import finish_views
+        from render.mesh import build_render_mesh
+
+        cfg = self.spec.cfg.render
+        seed = self.spec.seed
+        frame = source.frame_index
+
+        def skip_all(reason: str) -> SourceResult:
+            return SourceResult(frame, None, [_skip(subject, frame, -1, "", reason)])
+
+        try:
+            record = ReconRecord.load(source.path)
+        except (OSError, ValueError) as err:
+            return skip_all(f"unreadable recon record {source.path} ({str(err).splitlines()[0]})")
+        image_path = self.spec.raw_root / record.source_file
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            return skip_all(f"source image not found or unreadable: {image_path}")
+        src = normalize_record(record)
+
+        views: list[View] = []
+        kept: list[int] = []
+        attempts: list[int] = []
+        skips: list[dict[str, Any]] = []
+        for v in range(cfg.views):
+            rng = view_rng(seed, subject, frame, v, STREAM_POSE)
+            s = sample_view(src, self.spec.pattern, rng, record.landmarks_3d, cfg.max_pose_deg, cfg.max_attempts)
+            if s.view is None:
+                skips.append(_skip(subject, frame, v, record.source_file, s.reason))
+                continue
+            views.append(s.view)
+            kept.append(v)
+            attempts.append(s.attempts)
+        if not views:
+            return SourceResult(frame, None, skips, self.gl_renderer)
+
+        app_rngs = [view_rng(seed, subject, frame, v, STREAM_APPEARANCE) for v in kept]
+        params = [sample_appearance(r, cfg, len(self.backgrounds)) for r in app_rngs]
+        mesh = build_render_mesh(record)
+        batch = self.renderer.render(image, mesh, np.stack([vw.transform for vw in views]), [p.light for p in params])
+        patches, masks = finish_views(batch, params, self.backgrounds, app_rngs)
+        n = len(views)
+        columns: dict[str, Any] = {
+            "face_patch": patches,
+            "face_mask": masks,
+            "face_gaze": np.array([vw.face_gaze for vw in views], dtype=np.float32),
+            "face_head_pose": np.array([vw.face_head_pose for vw in views], dtype=np.float32),
+            "rotation_matrix": np.array([vw.rotation_matrix for vw in views], dtype=np.float32),
+            "face_mat_norm": np.array([vw.face_mat_norm for vw in views], dtype=np.float32),
+            "landmarks_norm": np.array([vw.landmarks_norm for vw in views], dtype=np.float32),
+            "frame_index": np.full(n, frame, dtype=np.int32),
+            "source_file": [record.source_file] * n,
+            "target_pose": np.array([vw.target for vw in views], dtype=np.float32),
+            "view_index": np.array(kept, dtype=np.int32),
+            "pose_attempts": np.array(attempts, dtype=np.int32),
+            **appearance_columns(params),
+        }
+        return SourceResult(frame, columns, skips, self.gl_renderer)
+
+
+def _skip(subject: str, frame: int, view: int, source_file: str, reason: str) -> dict[str, Any]:
+    return {"subject": subject, "frame_index": int(frame), "view_index": int(view), "source_file": source_file,
+            "reason": reason}  # fmt: skip
+
+
+_WORKER: SourceRenderer | None = None
+_WORKER_ERROR = ""
+
+
+def _worker_init(spec: RunSpec, backgrounds: Any) -> None:
+    """Pool initializer: ignore SIGINT (the parent handles it), then build this process's renderer.
+
+    A failure is kept and reported by the first task: an initializer that
+    raises would make the pool respawn the worker forever.
+    """
+    global _WORKER, _WORKER_ERROR
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _WORKER = SourceRenderer(spec, backgrounds)
+    except Exception as err:
+        _WORKER_ERROR = f"{type(err).__name__}: {err}"
+
+
+def _worker_render(task: tuple[str, Source]) -> SourceResult:
+    if _WORKER is None:
+        raise RuntimeError(f"render worker could not start ({_WORKER_ERROR})")
+    return _WORKER(task)
+
+
+def ordered_map(submit: Callable[[Any], Any], tasks: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Results of ``submit(task).get()`` in task order, with at most ``depth`` tasks in flight."""
+    pending: deque[Any] = deque()
+    for task in tasks:
+        pending.append(submit(task))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+class _Interrupt:
+    """SIGINT sets a flag checked between sources; a second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        self._previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def _empty_columns() -> dict[str, Any]:
+    return {f.name: ([] if f.dtype == "str" else np.zeros((0, *f.shape), dtype=f.dtype)) for f in FIELDS}
+
+
+def run_hash(cfg: Config) -> str:
+    """The config digest that decides whether outputs are compatible (worker count excluded)."""
+    return _canonical(cfg).digest()
+
+
+def _canonical(cfg: Config) -> Config:
+    return cfg.model_copy(update={"render": cfg.render.model_copy(update={"workers": 1})})
+
+
+def file_attrs(cfg: Config, subject: str) -> dict[str, Any]:
+    """The file attributes of a subject's h5 (contracts.md), identical for any worker count."""
+    return {
+        "nvsynth_version": __version__,
+        "config_hash": run_hash(cfg),
+        "seed": int(cfg.render.seed),
+        "pattern": cfg.render.pattern,
+        "subject": subject,
+        "views_per_source": int(cfg.render.views),
+        "config_json": json.dumps(_canonical(cfg).model_dump(mode="json"), sort_keys=True),
+    }
+
+
+def _read_attrs(path: Path) -> dict[str, Any]:
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: f.attrs[k] for k in f.attrs}
+    except OSError:
+        return {}
+
+
+def _check_compatible(path: Path, want: dict[str, Any]) -> None:
+    have = _read_attrs(path)
+    if not have:
+        return  # unreadable: the writer starts it afresh
+    for key in ("seed", "pattern", "views_per_source", "config_hash"):
+        a, b = have.get(key), want[key]
+        if key in have and str(a) != str(b):
+            raise UserError(
+                f"{path}: made with {key}={a}, this run has {key}={b}; "
+                "rerun with the same configuration or remove the file"
+            )
+
+
+def _skips_of(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = attrs.get(SKIPS_ATTR)
+    return list(json.loads(raw)) if raw else []
+
+
+@dataclass
+class SubjectReport:
+    status: str  # written | resumed | finished-before | interrupted
+    rows: int = 0
+    rows_this_run: int = 0
+    sources: int = 0
+    skips: list[dict[str, Any]] = field(default_factory=list)
+    file: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "file": self.file,
+            "rows": self.rows,
+            "rows_this_run": self.rows_this_run,
+            "sources": self.sources,
+            "views_skipped": sum(1 for s in self.skips if s["view_index"] >= 0),
+            "sources_skipped": sum(1 for s in self.skips if s["view_index"] < 0),
+        }
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def versions(gl_renderer: str | None) -> dict[str, str | None]:
+    import moderngl
+
+    return {
+        "nvsynth": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "moderngl": getattr(moderngl, "__version__", None),
+        "gl_renderer": gl_renderer,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "cv2": cv2.__version__,
+    }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class _Run:
+    def __init__(self, cfg: Config, outdir: Path, resume: bool) -> None:
+        self.cfg = cfg
+        self.outdir = Path(outdir)
+        self.resume = resume
+        self.t0 = time.perf_counter()
+        self.reports: dict[str, SubjectReport] = {}
+        self.gl_renderer: str | None = None
+        self.pattern: Pattern | None = None
+        self.status = "running"
+
+    def manifest(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.t0
+        rendered = sum(r.rows_this_run for r in self.reports.values())
+        pat = self.pattern
+        return {
+            "status": self.status,
+            "config": self.cfg.model_dump(mode="json"),
+            "config_hash": run_hash(self.cfg),
+            "pattern": {
+                "name": self.cfg.render.pattern,
+                "file": pat.origin if pat else None,
+                "rows": None if pat is None or pat.poses is None else len(pat.poses),
+            },
+            "versions": versions(self.gl_renderer),
+            "subjects": {k: r.as_json() for k, r in self.reports.items()},
+            "totals": {
+                "rows": sum(r.rows for r in self.reports.values()),
+                "rows_this_run": rendered,
+                "views_skipped": sum(r.as_json()["views_skipped"] for r in self.reports.values()),
+                "sources_skipped": sum(r.as_json()["sources_skipped"] for r in self.reports.values()),
+            },
+            "skips": [s for r in self.reports.values() for s in r.skips],
+            "elapsed_s": round(elapsed, 3),
+            "images_per_s": round(rendered / elapsed, 2) if elapsed > 0 else None,
+        }
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.outdir / MANIFEST, self.manifest())
+
+
+def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | None = None, resume: bool = False) -> int:
+    """Render every selected subject's sources into ``OUTDIR/<subject>.h5``; returns the exit code."""
+    if cfg.data.mpii.obj is None:
+        raise UserError("data.mpii.obj is not set: point it at the folder `nvsynth recon` wrote", exit_code=2)
+    if cfg.data.mpii.raw is None:
+        raise UserError("data.mpii.raw is not set: point it at the MPIIFaceGaze root (source images)", exit_code=2)
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1", exit_code=2)
+    obj_root, raw_root = Path(cfg.data.mpii.obj), Path(cfg.data.mpii.raw)
+    outdir = Path(outdir)
+    names = select_subjects(obj_root, subjects)
+    plan: list[tuple[str, list[Source]]] = []
+    for name in names:
+        sources = list_sources(obj_root, name, limit)
+        if not sources:
+            raise UserError(f"subject {name}: no recon records under {obj_root / name}: run `nvsynth recon` first")
+        final = outdir / f"{name}.h5"
+        if final.exists() and not resume:
+            raise UserError(f"{final} exists: pass --resume to skip finished subjects, or remove it")
+        if resume and (final.exists() or partial_path(final).exists()):
+            _check_compatible(final if final.exists() else partial_path(final), file_attrs(cfg, name))
+        plan.append((name, sources))
+
+    state = _Run(cfg, outdir, resume)
+    state.pattern = load_pattern(cfg)  # read once per run
+    from render.backgrounds import BackgroundSource
+
+    backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
+    spec = RunSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=state.pattern, raw_root=raw_root)
+    workers = int(cfg.render.workers)
+    pool = None
+    local: SourceRenderer | None = None
+    with _Interrupt() as stop:
+        try:
+            if workers > 1:
+                ctx = mp.get_context("spawn")
+                pool = ctx.Pool(workers, initializer=_worker_init, initargs=(spec, backgrounds))
+
+                def submit(task: Any) -> Any:
+                    return pool.apply_async(_worker_render, (task,))
+            else:
+                local = SourceRenderer(spec, backgrounds)
+
+                def submit(task: Any) -> Any:
+                    return _Done(local(task))
+
+            for name, sources in plan:
+                _render_subject(state, name, sources, submit, workers * IN_FLIGHT_PER_WORKER, stop)
+                state.save_manifest()
+            state.status = "finished"
+            state.save_manifest()
+        except KeyboardInterrupt:
+            state.status = "interrupted"
+            state.save_manifest()
+            raise
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            if local is not None:
+                local.renderer.release()
+    done = sum(r.rows_this_run for r in state.reports.values())
+    elapsed = time.perf_counter() - state.t0
+    print(
+        f"rendered {done} images for {len(plan)} subject(s) in {elapsed:.1f} s "
+        f"({done / elapsed if elapsed > 0 else 0.0:.1f} images/s) -> {outdir}"
+    )
+    return 0
+
+
+@dataclass
+class _Done:
+    """An already computed result with the AsyncResult interface (in-process rendering)."""
+
+    value: Any
+
+    def get(self) -> Any:
+        return self.value
+
+
+def _render_subject(
+    state: _Run,
+    subject: str,
+    sources: Sequence[Source],
+    submit: Callable[[Any], Any],
+    depth: int,
+    stop: _Interrupt,
+) -> None:
+    cfg = state.cfg
+    final = state.outdir / f"{subject}.h5"
+    report = SubjectReport(status="written", file=final.name, sources=len(sources))
+    state.reports[subject] = report
+    if final.exists():  # only reachable with --resume
+        attrs = _read_attrs(final)
+        with h5py.File(final, "r") as f:
+            report.rows = int(f["view_index"].shape[0]) if "view_index" in f else 0
+        report.status = "finished-before"
+        report.skips = _skips_of(attrs)
+        return
+
+    attrs = file_attrs(cfg, subject)
+    writer = H5Writer(final, FIELDS, attrs=attrs, resume=state.resume, dataset_attrs=APPEARANCE_ATTRS)
+    try:
+        # A reopened partial file carries the progress marker of the run that made it.
+        prev = writer.attrs()
+        done_frame = int(prev.get(PROGRESS_ATTR, -1))
+        if writer.rows:
+            done_frame = max(done_frame, int(writer.read_column("frame_index")[-1]))
+        skips = {(s["frame_index"], s["view_index"]): s for s in _skips_of(prev)}
+        if done_frame >= 0:
+            report.status = "resumed"
+        report.rows = writer.rows
+        todo = [s for s in sources if s.frame_index > done_frame]
+        total = len(todo) * cfg.render.views
+        bar = tqdm(total=total, unit="img", desc=subject, dynamic_ncols=True, mininterval=0.5, leave=True)
+        try:
+            tasks = ((subject, s) for s in todo)
+            for result in ordered_map(submit, tasks, max(1, depth)):
+                if result.gl_renderer and not state.gl_renderer:
+                    state.gl_renderer = result.gl_renderer
+                for s in result.skips:
+                    skips[(s["frame_index"], s["view_index"])] = s
+                writer.set_attrs({PROGRESS_ATTR: int(result.frame_index), SKIPS_ATTR: json.dumps(list(skips.values()))})
+                writer.append(result.columns if result.columns is not None else _empty_columns())
+                report.rows_this_run += result.rows
+                report.rows = writer.rows
+                report.skips = list(skips.values())
+                bar.update(cfg.render.views)
+                if stop.requested:
+                    raise KeyboardInterrupt
+        finally:
+            bar.close()
+        report.skips = list(skips.values())
+        writer.commit()
+    except KeyboardInterrupt:
+        report.status = "interrupted"
+        writer.close()
+        raise
+    except BaseException:
+        writer.close()
+        raise
+
+
+__all__ = ["FIELDS", "POSE_FIELDS", "list_sources", "run", "select_subjects"]

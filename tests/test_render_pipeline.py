@@ -1,0 +1,249 @@
+"""`nvsynth render` end to end (render/pipeline.py) on recon records of the real template with known poses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from render_records import write_dataset
+
+from nvsynth import geometry
+from nvsynth.cli import main
+from nvsynth.config import Config, from_dict
+from nvsynth.errors import UserError
+from nvsynth.h5io import partial_path, validate_schema
+from recon.record import ReconRecord
+from render.pipeline import FIELDS, run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, template_path: Path, shared: Path) -> tuple[Path, Path]:
+    """Three sources of subject p00 (raw images and recon records)."""
+    root = tmp_path_factory.mktemp("small")
+    raw, obj, _ = write_dataset(root, template_path, shared, "p00", 3, seed=1)
+    return raw, obj
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory: pytest.TempPathFactory, template_path: Path, shared: Path) -> tuple[Path, Path]:
+    """Thirty sources of subject p01, for interrupting mid-subject."""
+    root = tmp_path_factory.mktemp("large")
+    raw, obj, _ = write_dataset(root, template_path, shared, "p01", 30, seed=2)
+    return raw, obj
+
+
+def _cfg(raw: Path, obj: Path, **render: object) -> Config:
+    r = {"views": 4, "seed": 5, "pattern": "gaussian"}
+    r.update(render)
+    return from_dict({"data": {"mpii": {"raw": str(raw), "obj": str(obj)}}, "render": r})
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    with h5py.File(path, "r") as f:
+        data = {k: f[k][...] for k in f}
+        attrs = {k: f.attrs[k] for k in f.attrs}
+        attrs.update({f"{k}/{a}": f[k].attrs[a] for k in f for a in f[k].attrs})
+    return data, attrs
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    da, aa = _read(a)
+    db, ab = _read(b)
+    assert sorted(da) == sorted(db) == sorted(f.name for f in FIELDS)
+    for k in da:
+        np.testing.assert_array_equal(da[k], db[k], err_msg=k)
+    assert sorted(aa) == sorted(ab)
+    for k in aa:
+        assert np.array_equal(np.asarray(aa[k]), np.asarray(ab[k])), k
+
+
+def test_one_and_two_workers_give_identical_datasets(small: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, obj = small
+    assert run(_cfg(raw, obj, workers=1), tmp_path / "w1") == 0
+    assert run(_cfg(raw, obj, workers=2), tmp_path / "w2") == 0
+    a, b = tmp_path / "w1" / "p00.h5", tmp_path / "w2" / "p00.h5"
+    _assert_same(a, b)
+    with h5py.File(a, "r") as f:
+        assert validate_schema(f, FIELDS) == []
+        assert f["face_patch"].shape == (12, 224, 224, 3)
+        # frame order, then view order
+        assert f["frame_index"][...].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+        assert f["view_index"][...].tolist() == [0, 1, 2, 3] * 3
+        assert f.attrs["seed"] == 5 and f.attrs["pattern"] == "gaussian" and f.attrs["views_per_source"] == 4
+        assert f.attrs["subject"] == "p00" and f.attrs["nvsynth_version"]
+        assert list(f["variant"].attrs["names"]) == [
+            "black",
+            "black-dark",
+            "color",
+            "color-dark",
+            "image",
+            "image-dark",
+        ]
+        # the face is drawn: the mask covers a face-sized region near the centre
+        mask = f["face_mask"][...]
+        area = (mask > 0).mean(axis=(1, 2))
+        assert np.all(area > 0.15) and np.all(area < 0.9)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def _gaze_in_head(f: h5py.File) -> np.ndarray:
+    H = np.stack([geometry.head_rotation_from_pitchyaw(*hp) for hp in f["face_head_pose"][...]])
+    g = geometry.vector_from_pitchyaw(f["face_gaze"][...].astype(np.float64))
+    return np.einsum("nji,nj->ni", H, g)
+
+
+def test_labels_in_the_file(small: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, obj = small
+    run(_cfg(raw, obj, views=6, pattern="gaussian", gaussian_sigma_deg=30.0), tmp_path / "g")
+    run(_cfg(raw, obj, views=1, pattern="source"), tmp_path / "s")
+    records = sorted((ReconRecord.load(p) for p in obj.rglob("*.npz")), key=lambda r: r.frame_index)
+    with h5py.File(tmp_path / "g" / "p00.h5", "r") as f:
+        gh = _gaze_in_head(f)
+        frames = f["frame_index"][...]
+        worst = 0.0
+        for fr in np.unique(frames):
+            rows = gh[frames == fr]
+            worst = max(worst, float(geometry.angular_error_deg(rows, rows[:1]).max()))
+        assert worst < 0.01
+        np.testing.assert_allclose(f["face_head_pose"][...], f["target_pose"][...], atol=1e-6)
+        assert np.all(f["pose_attempts"][...] >= 1)
+    with h5py.File(tmp_path / "s" / "p00.h5", "r") as f:
+        for row, rec in enumerate(records):
+            pose = geometry.HeadPose.from_rvec(rec.annotation_rvec, rec.annotation_tvec)
+            norm = geometry.normalize(pose, rec.camera_matrix)
+            err_gaze = geometry.angular_error_deg(
+                geometry.vector_from_pitchyaw(f["face_gaze"][row]),
+                geometry.vector_from_pitchyaw(norm.gaze_pitchyaw(rec.gaze_target)),
+            )
+            assert err_gaze < 0.01
+            np.testing.assert_allclose(f["face_head_pose"][row], norm.head_pitchyaw(), atol=np.radians(0.01))
+            np.testing.assert_allclose(f["face_mat_norm"][row], norm.rotation, atol=1e-6)
+            np.testing.assert_allclose(f["rotation_matrix"][row], np.eye(3), atol=1e-6)
+            assert f["source_file"][row].decode() == rec.source_file
+
+
+def test_eyediap_cs_pattern_draws_from_the_file(small: tuple[Path, Path], tmp_path: Path, shared: Path) -> None:
+    raw, obj = small
+    rows = np.loadtxt(shared / "targets" / "EYEDIAP_CS_head_distribution.txt").astype(np.float32)
+    cfg = _cfg(raw, obj, views=8, pattern="eyediap-cs")
+    run(cfg, tmp_path / "e")
+    with h5py.File(tmp_path / "e" / "p00.h5", "r") as f:
+        targets = f["target_pose"][...]
+        assert len(targets) == 24
+        assert np.all(targets >= rows.min(axis=0)) and np.all(targets <= rows.max(axis=0))
+        for t in targets:
+            assert np.any(np.all(rows == t, axis=1))
+        np.testing.assert_allclose(f["face_head_pose"][...], targets, atol=1e-6)
+    manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert manifest["pattern"]["rows"] == len(rows)
+    assert manifest["pattern"]["file"].endswith("EYEDIAP_CS_head_distribution.txt")
+
+
+def test_skipped_views_are_recorded(small: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, obj = small
+    cfg = _cfg(raw, obj, views=6, gaussian_sigma_deg=60.0, max_pose_deg=25.0, max_attempts=2)
+    assert run(cfg, tmp_path / "k") == 0
+    m = json.loads((tmp_path / "k" / "manifest.json").read_text())
+    with h5py.File(tmp_path / "k" / "p00.h5", "r") as f:
+        n = len(f["view_index"])
+        written = set(zip(f["frame_index"][...].tolist(), f["view_index"][...].tolist(), strict=True))
+        assert np.all(np.degrees(np.hypot(*f["face_head_pose"][...].T)) <= 25.0 + 1e-4)
+    skipped = {(s["frame_index"], s["view_index"]) for s in m["skips"]}
+    assert skipped and n + len(skipped) == 18
+    assert not (skipped & written)
+    assert all("25 deg in 2 attempts" in s["reason"] for s in m["skips"])
+    assert m["subjects"]["p00"]["views_skipped"] == len(skipped) and m["subjects"]["p00"]["rows"] == n
+    assert m["status"] == "finished" and m["elapsed_s"] > 0
+    assert set(m["versions"]) >= {"nvsynth", "numpy", "moderngl", "gl_renderer", "h5py", "cv2"}
+    assert m["versions"]["gl_renderer"]
+    assert m["config"]["render"]["max_pose_deg"] == 25.0
+
+
+def test_existing_output_and_missing_records(small: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, obj = small
+    cfg = _cfg(raw, obj, views=1)
+    run(cfg, tmp_path / "o")
+    before = (tmp_path / "o" / "p00.h5").read_bytes()
+    with pytest.raises(UserError, match=r"exists: pass --resume"):
+        run(cfg, tmp_path / "o")
+    assert run(cfg, tmp_path / "o", resume=True) == 0  # finished subjects are skipped
+    assert (tmp_path / "o" / "p00.h5").read_bytes() == before
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["subjects"]["p00"]["status"] == "finished-before" and m["subjects"]["p00"]["rows"] == 3
+    with pytest.raises(UserError, match="seed=5, this run has seed=6"):
+        run(_cfg(raw, obj, views=1, seed=6), tmp_path / "o", resume=True)
+
+    (tmp_path / "obj_empty" / "p07").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"subject p07: no recon records .* run `nvsynth recon` first"):
+        run(_cfg(raw, tmp_path / "obj_empty"), tmp_path / "x", subjects="p07")
+
+
+def test_no_records_is_one_line_from_the_cli(
+    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw, _ = small
+    (tmp_path / "obj" / "p03").mkdir(parents=True)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({"data": {"mpii": {"raw": str(raw), "obj": str(tmp_path / "obj")}}}))
+    rc = main(["render", "-save", str(tmp_path / "out"), "--config", str(cfg_path), "--subjects", "p03"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "p03" in err and "nvsynth recon" in err
+    assert not (tmp_path / "out" / "p03.h5").exists()
+
+
+def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, obj = large
+    settings = {"views": 4, "seed": 9, "workers": 1}
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({"data": {"mpii": {"raw": str(raw), "obj": str(obj)}}, "render": settings}))
+    out = tmp_path / "out"
+    final = out / "p01.h5"
+    cmd = [sys.executable, "-m", "nvsynth.cli", "render", "-save", str(out), "--config", str(cfg_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part = partial_path(final)
+    deadline = time.monotonic() + 60
+    size0 = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if part.exists():
+            size = part.stat().st_size
+            size0 = size if size0 is None else size0
+            if size > size0 + 100_000:  # the first source's rows are in the file
+                break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1] == "nvsynth render: interrupted"
+    assert not final.exists() and part.exists()
+    with h5py.File(part, "r") as f:
+        committed = int(f.attrs["rows_committed"])
+    assert 0 < committed < 120
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and m["subjects"]["p01"]["status"] == "interrupted"
+
+    proc = subprocess.run([*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert final.exists() and not part.exists()
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["subjects"]["p01"]["status"] == "resumed"
+    assert m["subjects"]["p01"]["rows_this_run"] == 120 - committed
+    with h5py.File(final, "r") as f:
+        pairs = list(zip(f["frame_index"][...].tolist(), f["view_index"][...].tolist(), strict=True))
+    assert len(pairs) == len(set(pairs)) == 120
+
+    cfg = from_dict({"data": {"mpii": {"raw": str(raw), "obj": str(obj)}}, "render": settings})
+    run(cfg, tmp_path / "straight")
+    _assert_same(final, tmp_path / "straight" / "p01.h5")
