@@ -187,9 +187,15 @@ class H5Writer:
 
 
 def open_h5(path: Path) -> h5py.File:
-    """Open an output file as ETH-XGaze does; a corrupt file is a ``UserError``."""
+    """Open an output file read-only; a corrupt or truncated file is a ``UserError``.
+
+    Not in SWMR mode (ETH-XGaze's loader uses ``swmr=True``, which reads these
+    files just as well): a SWMR reader tolerates a file shorter than its
+    superblock says, as if a writer were still extending it, and HDF5 then
+    retries for minutes instead of reporting the truncation.
+    """
     try:
-        return h5py.File(path, "r", swmr=True)
+        return h5py.File(path, "r")
     except OSError as err:
         raise UserError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
 
