@@ -236,3 +236,13 @@ def test_open_h5_rejects_non_hdf5(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a readable HDF5 file") as info:
         h5io.open_h5(path)
     assert "\n" not in str(info.value)
+
+
+def test_open_h5_rejects_a_truncated_file(tmp_path: Path) -> None:
+    """A half-copied file is reported at once (a SWMR reader would keep retrying instead)."""
+    good = _write(tmp_path / "good.h5", _batch(3, 0))
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"bad\.h5: not a readable HDF5 file .*truncated file") as info:
+        h5io.open_h5(bad)
+    assert "\n" not in str(info.value)
