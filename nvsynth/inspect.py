@@ -1,0 +1,389 @@
+"""``nvsynth inspect``: summarize, validate and plot rendered HDF5 files.
+
+For each ``.h5`` file (PATH is a file or a folder of them) the terminal gets a
+summary: rows, datasets with shapes and dtypes, label ranges in degrees, and
+the mix of render parameters (variant shares, pattern, seed). Problems --
+schema (:func:`nvsynth.h5io.validate_schema`), NaN/inf values, labels outside
++-90 degrees, empty masks, mismatched row counts, unreadable files -- go to
+stderr, one line each, and make the exit code 1.
+
+With ``-o OUT`` three figures are written (matplotlib, Agg): ``contact_sheet.png``
+(samples with the gaze arrow and head axes), ``masks.png`` (masks over the
+faces) and ``pose_hist.png`` (2D histograms of head pose and gaze).
+Foreign ETH-XGaze files (no render parameters, no file attributes) are read too;
+their missing nvsynth keys are reported as schema problems.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike, NDArray
+
+from nvsynth import geometry, h5io
+from nvsynth.errors import UserError
+
+LABELS = (("face_gaze", "gaze"), ("face_head_pose", "head"))
+LIMIT_RAD = np.pi / 2  # labels beyond +-90 degrees are not valid normalized poses
+FIRST = 5  # rows listed in a problem line
+BLOCK = 256  # rows per read when scanning masks
+ARROW = 0.4 * geometry.NORM_PATCH_SIZE  # gaze arrow length, patch pixels
+AXIS = 0.25 * geometry.NORM_PATCH_SIZE  # head-axis length, patch pixels
+#: Where the face centre lies in the stored patch (the normalized camera's principal point).
+CENTER = float(geometry.normalized_camera_matrix(geometry.NORM_PATCH_SIZE)[0, 2])
+PNG_NAMES = ("contact_sheet.png", "masks.png", "pose_hist.png")
+
+
+# --- drawing conventions ---------------------------------------------------------------------
+
+
+def image_offset(directions: ArrayLike, length: float) -> NDArray[np.float64]:
+    """Image-plane offset (dx, dy) of camera-space direction(s) (..., 3), drawn from the face centre.
+
+    The orthographic projection L * (v_x, v_y) onto the image (x right, y down).
+    For the gaze v = :func:`geometry.vector_from_pitchyaw` this is
+    dx = -L sin(yaw) cos(pitch), dy = -L sin(pitch), the arrow of ETH-XGaze's
+    ``draw_gaze``; positive yaw points to image-left, positive pitch up.
+    """
+    return length * np.asarray(directions, dtype=np.float64)[..., :2]
+
+
+def gaze_arrow(pitchyaw: ArrayLike, length: float = ARROW) -> NDArray[np.float64]:
+    """(dx, dy) of the gaze arrow for labels (pitch, yaw) in radians."""
+    return image_offset(geometry.vector_from_pitchyaw(pitchyaw), length)
+
+
+def head_axes(pitchyaw: ArrayLike, length: float = AXIS) -> NDArray[np.float64]:
+    """(3, 2) offsets of the head's x axis, y axis and facing direction (-z) for head labels (pitch, yaw)."""
+    H = geometry.head_rotation_from_pitchyaw(*np.asarray(pitchyaw, dtype=np.float64))
+    return image_offset(np.stack([H[:, 0], H[:, 1], -H[:, 2]]), length)
+
+
+# --- reading and validation --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One row picked for the figures."""
+
+    name: str  # "file:row"
+    patch_bgr: NDArray[np.uint8]
+    mask: NDArray[np.uint8] | None
+    gaze: NDArray[np.float64] | None
+    head: NDArray[np.float64] | None
+
+
+def find_files(path: Path) -> list[Path]:
+    """The h5 files at PATH (a file, or the ``*.h5`` files of a folder)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(path.glob("*.h5"))
+        if not files:
+            raise UserError(f"{path}: no .h5 files in this folder")
+        partial = sorted(path.glob("*.h5" + h5io.PARTIAL_SUFFIX))
+        if partial:
+            print(f"note: {len(partial)} unfinished {h5io.PARTIAL_SUFFIX} file(s) ignored (resume the render)")
+        return files
+    raise UserError(f"{path}: no such file or folder")
+
+
+def _rows(where: NDArray[np.bool_]) -> str:
+    idx = np.flatnonzero(where)
+    more = ", ..." if idx.size > FIRST else ""
+    return f"{idx.size} row(s) (first: {', '.join(str(i) for i in idx[:FIRST])}{more})"
+
+
+def _per_row(f: h5py.File) -> dict[str, h5py.Dataset]:
+    return {k: v for k, v in f.items() if isinstance(v, h5py.Dataset) and v.ndim >= 1}
+
+
+def validate(f: h5py.File) -> list[str]:
+    """Every problem of an open file, one line each (empty when it is sound)."""
+    problems = h5io.validate_schema(f)
+    data = _per_row(f)
+    committed = f.attrs.get(h5io.ROWS_ATTR)
+    if committed is not None and "face_patch" in data and int(committed) != data["face_patch"].shape[0]:
+        problems.append(
+            f"attribute {h5io.ROWS_ATTR}={int(committed)} but face_patch has {data['face_patch'].shape[0]} rows"
+        )
+    for name, ds in data.items():
+        if ds.dtype.kind == "f" and ds.ndim <= 3 and ds.shape[0]:
+            vals = ds[()].reshape(ds.shape[0], -1)
+            bad = ~np.isfinite(vals).all(axis=1)
+            if bad.any():
+                problems.append(f"'{name}': NaN/inf in {_rows(bad)}")
+    for key, _ in LABELS:
+        if key in data and data[key].shape[1:] == (2,):
+            vals = data[key][()]
+            outside = (np.isfinite(vals) & (np.abs(vals) > LIMIT_RAD)).any(axis=1)  # NaN/inf: reported above
+            if outside.any():
+                problems.append(f"'{key}': label outside +-90 degrees in {_rows(outside)}")
+    mask = data.get("face_mask")
+    if mask is not None and mask.ndim == 3:
+        empty = np.concatenate(
+            [
+                mask[i : i + BLOCK].reshape(-1, mask.shape[1] * mask.shape[2]).max(axis=1) == 0
+                for i in range(0, mask.shape[0], BLOCK)
+            ]
+            or [np.zeros(0, bool)]
+        )
+        if empty.any():
+            problems.append(f"'face_mask': empty mask in {_rows(empty)}")
+    return problems
+
+
+def _attr(f: h5py.File, key: str) -> str | None:
+    v = f.attrs.get(key)
+    if v is None:
+        return None
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _names(ds: h5py.Dataset) -> list[str] | None:
+    names = ds.attrs.get("names")
+    return None if names is None else [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def summary(f: h5py.File, path: Path) -> list[str]:
+    """The terminal summary of one open file."""
+    data = _per_row(f)
+    rows = max((ds.shape[0] for ds in data.values()), default=0)
+    attrs = [
+        (k, _attr(f, k)) for k in ("nvsynth_version", "subject", "pattern", "seed", "views_per_source", "config_hash")
+    ]
+    head = ", ".join(f"{k} {v}" for k, v in attrs if v is not None) or "no nvsynth attributes"
+    out = [f"== {path}: {rows} rows ({head})", "  datasets:"]
+    for name, ds in data.items():
+        dtype = "str (utf-8)" if h5py.check_string_dtype(ds.dtype) else str(ds.dtype)
+        out.append(f"    {name:<18} {ds.shape!s:<22} {dtype}")
+    out.append(f"  labels (degrees)  {'min':>8} {'median':>8} {'max':>8}")
+    for key, label in LABELS:
+        if key not in data or data[key].shape[1:] != (2,):
+            continue
+        vals = np.degrees(data[key][()].astype(np.float64))
+        for col, part in enumerate(("pitch", "yaw")):
+            v = vals[:, col][np.isfinite(vals[:, col])]
+            stats = np.array([v.min(), np.median(v), v.max()]) if v.size else np.full(3, np.nan)
+            out.append(f"    {label} {part:<6}      {stats[0]:8.1f} {stats[1]:8.1f} {stats[2]:8.1f}")
+    if "variant" in data and data["variant"].shape[0]:
+        codes = data["variant"][()].astype(np.int64).ravel()
+        names = _names(data["variant"]) or [str(i) for i in range(int(codes.max()) + 1)]
+        shares = [f"{n} {np.mean(codes == i):.0%}" for i, n in enumerate(names)]
+        out.append(f"  variants: {', '.join(shares)}")
+    if "relit" in data and data["relit"].shape[0]:
+        out.append(f"  relit: {np.mean(data['relit'][()] > 0):.0%}")
+    extra = [n for n in data if n not in h5io.CORE_NAMES]
+    out.append(f"  render parameters: {', '.join(extra) if extra else 'none recorded'}")
+    return out
+
+
+def describe_row(f: h5py.File, index: int) -> list[str]:
+    """One row's labels and render parameters (everything but images and landmarks)."""
+    out = [f"  row {index}:"]
+    for name, ds in _per_row(f).items():
+        if int(np.prod(ds.shape[1:], dtype=np.int64)) > 9:
+            continue
+        v = ds[index]
+        if h5py.check_string_dtype(ds.dtype):
+            text = v.decode() if isinstance(v, bytes) else str(v)
+        elif name in dict(LABELS):
+            deg = np.degrees(v).round(2).tolist()
+            text = f"{np.array2string(np.asarray(v), precision=4)} rad = {deg} deg (pitch, yaw)"
+        else:
+            text = np.array2string(np.asarray(v), precision=4).replace("\n", "")
+            names = _names(ds)
+            if names is not None and 0 <= int(v) < len(names):
+                text += f" ({names[int(v)]})"
+        out.append(f"    {name:<18} {text}")
+    return out
+
+
+def _sample(f: h5py.File, path: Path, row: int) -> Sample:
+    def get(key: str) -> NDArray | None:
+        return np.asarray(f[key][row]) if key in f and f[key].shape[0] > row else None
+
+    gaze, head = get("face_gaze"), get("face_head_pose")
+    return Sample(
+        f"{path.stem}:{row}",
+        np.asarray(f["face_patch"][row]),
+        get("face_mask"),
+        None if gaze is None else gaze.astype(np.float64),
+        None if head is None else head.astype(np.float64),
+    )
+
+
+# --- figures -----------------------------------------------------------------------------------------
+
+
+def _save_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _grid(n: int, cell: float) -> tuple[Figure, list]:
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(cell * cols, cell * rows + 0.4), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes:
+        ax.set_axis_off()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (cell * rows + 0.4), wspace=0.04, hspace=0.12)
+    return fig, axes
+
+
+def contact_sheet(samples: list[Sample], path: Path) -> None:
+    fig, axes = _grid(len(samples), 2.3)
+    fig.suptitle("gaze: red arrow | head: facing gold, x blue, y green | labels pitch/yaw deg", fontsize=9)
+    for ax, s in zip(axes, samples, strict=False):
+        ax.imshow(s.patch_bgr[:, :, ::-1])
+        ax.set_title(s.name, fontsize=7, pad=2)
+        text = []
+        if s.head is not None and np.isfinite(s.head).all():
+            for (dx, dy), color in zip(head_axes(s.head), ("deepskyblue", "lime", "gold"), strict=True):
+                ax.plot([CENTER, CENTER + dx], [CENTER, CENTER + dy], color=color, lw=1.6)
+            text.append("h {:+.0f}/{:+.0f}".format(*np.degrees(s.head)))
+        if s.gaze is not None and np.isfinite(s.gaze).all():
+            dx, dy = gaze_arrow(s.gaze)
+            ax.annotate(
+                "",
+                xy=(CENTER + dx, CENTER + dy),
+                xytext=(CENTER, CENTER),
+                arrowprops={"arrowstyle": "-|>", "color": "red", "lw": 2.0},
+            )
+            text.insert(0, "g {:+.0f}/{:+.0f}".format(*np.degrees(s.gaze)))
+        ax.text(
+            3,
+            220,
+            "  ".join(text),
+            color="white",
+            fontsize=7,
+            va="bottom",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0},
+        )
+    _save_atomic(path, lambda p: fig.savefig(p, format="png"))
+
+
+def mask_sheet(samples: list[Sample], path: Path) -> None:
+    fig, axes = _grid(len(samples), 2.0)
+    fig.suptitle("face_mask over the face (magenta fill, cyan outline)", fontsize=9)
+    for ax, s in zip(axes, samples, strict=False):
+        ax.imshow(s.patch_bgr[:, :, ::-1])
+        ax.set_title(s.name, fontsize=7, pad=2)
+        if s.mask is None:
+            ax.text(112, 112, "no mask", color="red", ha="center")
+            continue
+        overlay = np.zeros((*s.mask.shape, 4))
+        overlay[s.mask > 127] = (1.0, 0.0, 1.0, 0.35)
+        ax.imshow(overlay)
+        if s.mask.max() > 127:
+            ax.contour(s.mask, levels=[127.5], colors="cyan", linewidths=0.8)
+    _save_atomic(path, lambda p: fig.savefig(p, format="png"))
+
+
+def pose_histograms(head: NDArray[np.float64], gaze: NDArray[np.float64], path: Path) -> None:
+    fig = Figure(figsize=(10, 4.4), dpi=100)
+    axes = fig.subplots(1, 2)
+    for ax, (vals, title) in zip(axes, ((head, "head pose"), (gaze, "gaze")), strict=True):
+        deg = np.degrees(vals[np.isfinite(vals).all(axis=1)])
+        lim = float(min(90.0, 5.0 + np.abs(deg).max(initial=10.0)))
+        _, _, _, img = ax.hist2d(
+            deg[:, 1], deg[:, 0], bins=36, range=[[-lim, lim], [-lim, lim]], cmin=1, cmap="viridis"
+        )
+        fig.colorbar(img, ax=ax, label="rows")
+        ax.set_aspect("equal")
+        ax.set_xlabel("yaw (deg, + = toward image-left)")
+        ax.set_ylabel("pitch (deg, + = up)")
+        std = deg.std(axis=0) if len(deg) else np.full(2, np.nan)
+        ax.set_title(f"{title}: {len(deg)} rows, std pitch {std[0]:.1f}, yaw {std[1]:.1f}", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_atomic(path, lambda p: fig.savefig(p, format="png"))
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+
+def _save_patch(f: h5py.File, path: Path, index: int, folder: Path) -> Path:
+    out = folder / f"{path.stem}_row{index}.png"
+    ok, png = cv2.imencode(".png", np.asarray(f["face_patch"][index]))  # stored BGR, as cv2 expects
+    if not ok:
+        raise UserError(f"{path}: cannot encode row {index} as PNG")
+    _save_atomic(out, lambda p: p.write_bytes(png.tobytes()))
+    return out
+
+
+def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = None) -> int:
+    """Summarize and validate PATH, optionally plot into OUT; 0 when every file is sound, else 1."""
+    if num < 1:
+        raise UserError("--num must be at least 1", exit_code=2)
+    files = find_files(Path(path))
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    failed = 0
+    picks: list[tuple[Path, int]] = []  # (file, rows) usable for the figures
+    heads: list[NDArray[np.float64]] = []
+    gazes: list[NDArray[np.float64]] = []
+    for fpath in files:
+        try:
+            with h5io.open_h5(fpath) as f:
+                print("\n".join(summary(f, fpath)))
+                problems = validate(f)
+                if index is not None:
+                    n = f["face_patch"].shape[0] if "face_patch" in f else 0
+                    if not 0 <= index < n:
+                        problems.append(f"--index {index}: out of range ({n} rows)")
+                    else:
+                        print("\n".join(describe_row(f, index)))
+                        print(f"  patch saved: {_save_patch(f, fpath, index, Path(out or '.'))}")
+                if "face_patch" in f and f["face_patch"].ndim == 4:
+                    picks.append((fpath, f["face_patch"].shape[0]))
+                for key, sink in (("face_head_pose", heads), ("face_gaze", gazes)):
+                    if key in f and f[key].shape[1:] == (2,):
+                        sink.append(f[key][()].astype(np.float64))
+        except UserError as err:
+            problems = [str(err)]
+        except (OSError, RuntimeError, KeyError) as err:
+            problems = [f"{fpath}: unreadable ({str(err).splitlines()[0] if str(err) else type(err).__name__})"]
+        for p in problems:
+            print(p if p.startswith(str(fpath)) else f"{fpath}: {p}", file=sys.stderr)
+        failed += bool(problems)
+    if out is not None and picks:
+        try:
+            _figures(picks, heads, gazes, num, Path(out))
+        except (OSError, RuntimeError, KeyError) as err:
+            print(f"{out}: figures failed ({str(err).splitlines()[0]})", file=sys.stderr)
+            failed += 1
+    print(f"inspect: {len(files)} file(s), {failed} with problems")
+    return 1 if failed else 0
+
+
+def _figures(picks: list[tuple[Path, int]], heads: list, gazes: list, num: int, out: Path) -> None:
+    total = sum(n for _, n in picks)
+    chosen = np.unique(np.linspace(0, max(total - 1, 0), min(num, max(total, 1))).round().astype(int))
+    samples: list[Sample] = []
+    offsets = np.cumsum([0] + [n for _, n in picks])
+    for g in chosen if total else []:
+        k = int(np.searchsorted(offsets, g, side="right") - 1)
+        with h5io.open_h5(picks[k][0]) as f:
+            samples.append(_sample(f, picks[k][0], int(g - offsets[k])))
+    written = []
+    if samples:
+        contact_sheet(samples, out / PNG_NAMES[0])
+        mask_sheet(samples, out / PNG_NAMES[1])
+        written += PNG_NAMES[:2]
+    empty = np.zeros((0, 2))
+    pose_histograms(np.concatenate(heads or [empty]), np.concatenate(gazes or [empty]), out / PNG_NAMES[2])
+    written.append(PNG_NAMES[2])
+    print(f"figures: {', '.join(str(out / n) for n in written)}")
