@@ -112,6 +112,8 @@ def validate(f: h5py.File) -> list[str]:
     """Every problem of an open file, one line each (empty when it is sound)."""
     problems = h5io.validate_schema(f)
     data = _per_row(f)
+    if data and max(ds.shape[0] for ds in data.values()) == 0:
+        problems.append("no rows")
     committed = f.attrs.get(h5io.ROWS_ATTR)
     if committed is not None and "face_patch" in data and int(committed) != data["face_patch"].shape[0]:
         problems.append(
@@ -369,12 +371,19 @@ def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = 
     return 1 if failed else 0
 
 
-def _figures(picks: list[tuple[Path, int]], heads: list, gazes: list, num: int, out: Path) -> None:
-    total = sum(n for _, n in picks)
-    chosen = np.unique(np.linspace(0, max(total - 1, 0), min(num, max(total, 1))).round().astype(int))
-    samples: list[Sample] = []
+def _figures(
+    picks: list[tuple[Path, int]],
+    heads: list[NDArray[np.float64]],
+    gazes: list[NDArray[np.float64]],
+    num: int,
+    out: Path,
+) -> None:
+    """The three PNGs: ``num`` rows spread evenly over all files, histograms of every row."""
     offsets = np.cumsum([0] + [n for _, n in picks])
-    for g in chosen if total else []:
+    total = int(offsets[-1])
+    chosen = np.unique(np.linspace(0, total - 1, min(num, total)).round().astype(int)) if total else []
+    samples: list[Sample] = []
+    for g in chosen:
         k = int(np.searchsorted(offsets, g, side="right") - 1)
         with h5io.open_h5(picks[k][0]) as f:
             samples.append(_sample(f, picks[k][0], int(g - offsets[k])))

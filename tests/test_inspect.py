@@ -310,3 +310,11 @@ def test_missing_path_and_bad_num(tmp_path: Path) -> None:
         inspect.run(tmp_path)
     with pytest.raises(inspect.UserError, match="--num"):
         inspect.run(tmp_path, num=0)
+
+
+def test_empty_file_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = h5io.H5Writer(tmp_path / "p09.h5", h5io.CORE_FIELDS).commit()
+    assert inspect.run(path, out=tmp_path / "png") == 1
+    out, err = _err_lines(capsys)
+    assert err == [f"{path}: no rows"] and f"{path}: 0 rows" in out
+    assert (tmp_path / "png" / "pose_hist.png").is_file() and not (tmp_path / "png" / "contact_sheet.png").exists()
