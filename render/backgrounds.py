@@ -1,0 +1,150 @@
+"""Background images for the composited views.
+
+With ``data.background_path`` set, the folder (e.g. Places365 ``val_256``) is
+listed once, recursively and in sorted order, when the :class:`BackgroundSource`
+is made; ``image(i)`` reads the i-th file, resizes it to 448 x 448 and
+box-blurs it with a 20 x 20 kernel, as Gaze-NV-Rendering's
+``read_resize_blur`` does. Without a folder, ``PROCEDURAL_COUNT`` procedural
+backgrounds (colour gradients plus smooth noise and a few soft blobs, blurred
+the same way) stand in, so everything runs without downloads. A background
+is a pure function of its index, so the stored ``background_id`` identifies
+it exactly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from nvsynth.config import Config
+from nvsynth.errors import UserError
+from nvsynth.geometry import NORM_RENDER_SIZE
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
+#: Box-blur kernel of Gaze-NV-Rendering's backgrounds.
+BLUR_KERNEL = (20, 20)
+#: Number of procedural backgrounds when no folder is configured.
+PROCEDURAL_COUNT = 1000
+#: Seed of the procedural backgrounds (fixed: a background is a function of its index only).
+PROCEDURAL_SEED = 0x6E76_6267  # "nvbg"
+
+
+def list_images(folder: Path) -> tuple[Path, ...]:
+    """Image files under ``folder`` (recursive), sorted by relative path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"data.background_path: not a folder: {folder}")
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    files.sort(key=lambda p: p.relative_to(folder).as_posix())
+    if not files:
+        raise UserError(f"data.background_path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return tuple(files)
+
+
+def resize_blur(image: NDArray[np.uint8], size: int = NORM_RENDER_SIZE) -> NDArray[np.uint8]:
+    """Resize to ``size`` x ``size`` (area when shrinking, bilinear when enlarging), then box-blur 20 x 20."""
+    h, w = image.shape[:2]
+    interp = cv2.INTER_AREA if (w > size and h > size) else cv2.INTER_LINEAR
+    out = cv2.resize(image, (size, size), interpolation=interp)
+    return cv2.blur(out, BLUR_KERNEL)
+
+
+def _muted(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+    """``n`` random colours pulled halfway towards their grey level (scenes are rarely saturated)."""
+    c = rng.uniform(0, 255, size=(n, 3))
+    return 0.5 * c + 0.5 * c.mean(axis=1, keepdims=True)
+
+
+def procedural_background(index: int, size: int = NORM_RENDER_SIZE) -> NDArray[np.uint8]:
+    """Procedural background ``index``: a two-colour linear gradient, smooth noise and soft blobs."""
+    rng = np.random.default_rng([PROCEDURAL_SEED, int(index)])
+    c0, c1 = _muted(rng, 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1) - 0.5
+    ramp = np.clip(0.5 + (np.cos(angle) * xx + np.sin(angle) * yy) * 1.2, 0.0, 1.0)[..., None]
+    img = c0 * (1.0 - ramp) + c1 * ramp
+    grid = int(rng.integers(3, 9))
+    noise = rng.normal(0.0, rng.uniform(10, 40), size=(grid, grid, 3)).astype(np.float32)
+    img += cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    for _ in range(int(rng.integers(2, 7))):
+        centre = rng.uniform(0, size, size=2).astype(int)
+        axes = rng.uniform(size * 0.05, size * 0.35, size=2).astype(int)
+        blob = np.zeros((size, size), np.float32)
+        cv2.ellipse(
+            blob, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), rng.uniform(0, 180), 0, 360, 1.0, -1
+        )
+        blob = cv2.GaussianBlur(blob, (0, 0), size * 0.03)[..., None]
+        img = img * (1.0 - blob) + _muted(rng, 1)[0] * blob
+    return cv2.blur(np.clip(img, 0, 255).astype(np.uint8), BLUR_KERNEL)
+
+
+class BackgroundSource:
+    """Backgrounds of one run: a listed image folder, or the procedural set when ``folder`` is None."""
+
+    def __init__(self, folder: Path | None = None, size: int = NORM_RENDER_SIZE, cache_size: int = 32) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.size = int(size)
+        self.paths: tuple[Path, ...] = () if self.folder is None else list_images(self.folder)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[int, NDArray[np.uint8]] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, cfg: Config, size: int = NORM_RENDER_SIZE) -> BackgroundSource:
+        return cls(cfg.data.background_path, size=size)
+
+    @property
+    def procedural(self) -> bool:
+        return self.folder is None
+
+    def __len__(self) -> int:
+        return PROCEDURAL_COUNT if self.procedural else len(self.paths)
+
+    def name(self, index: int) -> str:
+        """What background ``index`` is: a path relative to the folder, or ``procedural:<index>``."""
+        self._check(index)
+        if self.procedural:
+            return f"procedural:{index}"
+        assert self.folder is not None
+        return self.paths[index].relative_to(self.folder).as_posix()
+
+    def _check(self, index: int) -> None:
+        if not 0 <= int(index) < len(self):
+            raise IndexError(f"background index {index} out of range [0, {len(self)})")
+
+    def image(self, index: int, rng: np.random.Generator | None = None) -> NDArray[np.uint8]:
+        """Background ``index`` as a fresh uint8 (size, size, 3) BGR array.
+
+        ``rng`` is accepted for the compositing interface but not drawn from:
+        a background depends on its index alone, which is stored per row.
+        """
+        del rng
+        self._check(index)
+        index = int(index)
+        cached = self._cache.get(index)
+        if cached is None:
+            cached = self._make(index)
+            self._cache[index] = cached
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(index)
+        return cached.copy()
+
+    def _make(self, index: int) -> NDArray[np.uint8]:
+        if self.procedural:
+            return procedural_background(index, self.size)
+        path = self.paths[index]
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise UserError(f"background image cannot be read: {path}")
+        return resize_blur(img, self.size)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()  # workers get the listing, not the cached pixels
+        return state
