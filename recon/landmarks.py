@@ -1,0 +1,376 @@
+"""68-point face landmarks (iBUG order) in source-image pixels.
+
+Backends
+--------
+* ``dlib`` (default): dlib's 68-point shape predictor. The face box comes
+  from the annotation's six landmarks when they exist (MPIIFaceGaze always
+  has them), else from dlib's HOG detector (upsample 0), else from dlib's
+  MMOD CNN detector. Both model files ship in the PyPI package
+  ``face-recognition-models``; its folder is found with ``importlib.util``
+  and the package is never imported (it needs ``pkg_resources``).
+* ``fan`` (extra ``nvsynth[fan]``): the 2D face-alignment network of Bulat
+  and Tzimiropoulos (``face-alignment``), imported lazily, with weights from
+  torch hub's ``checkpoints`` folder.
+
+The face-box rule for six landmarks was calibrated against dlib's own HOG
+boxes on real faces (``scripts/measure_landmark_map.py --box``): the
+predictor was trained on HOG boxes, so it is most accurate inside boxes of
+the same geometry.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from nvsynth.errors import UserError
+
+N_LANDMARKS = 68
+#: iBUG indices of the annotation's six points: four eye corners, two mouth corners
+#: (MPIIFaceGaze order: right-eye outer, right-eye inner, left-eye inner, left-eye outer,
+#: right mouth, left mouth; "right" is the subject's right, i.e. image left).
+IBUG_SIX = (36, 39, 42, 45, 48, 54)
+#: iBUG index of each landmark's left/right mirror partner (midline points map to themselves).
+IBUG_MIRROR = np.array(
+    [
+        *range(16, -1, -1),
+        *range(26, 16, -1),
+        27,
+        28,
+        29,
+        30,
+        35,
+        34,
+        33,
+        32,
+        31,
+        45,
+        44,
+        43,
+        42,
+        47,
+        46,
+        39,
+        38,
+        37,
+        36,
+        41,
+        40,
+        54,
+        53,
+        52,
+        51,
+        50,
+        49,
+        48,
+        59,
+        58,
+        57,
+        56,
+        55,
+        64,
+        63,
+        62,
+        61,
+        60,
+        67,
+        66,
+        65,
+    ]
+)
+#: Outer eye corners, for the normalised error (mean point error / their distance).
+OUTER_EYE_CORNERS = (36, 45)
+
+#: Face-box rule from six landmarks, fitted to dlib HOG boxes on four real faces by
+#: ``scripts/measure_landmark_map.py --box``: side = A * |eyes-mouth| + B * |outer eye corners|,
+#: centre = eye centre + C * |eyes-mouth| along the eyes-to-mouth direction.
+BOX_SIZE_EYE_MOUTH = 1.664
+BOX_SIZE_EYE_WIDTH = 0.558
+BOX_CENTRE_ALONG = 0.470
+
+#: Margin around the face box (fraction of its side) of the crop the predictor sees.
+CROP_MARGIN = 0.5
+#: Longest image side the CNN detector sees (it is slow on a CPU); faces stay above
+#: its ~80 px minimum on 1280x720 webcam frames.
+CNN_MAX_SIDE = 960
+
+PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+CNN_FILE = "mmod_human_face_detector.dat"
+
+
+class NoFaceError(Exception):
+    """No usable face in an image; the message is the reason recorded for the frame."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixels (left, top, right, bottom), right/bottom exclusive."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @property
+    def width(self) -> float:
+        return self.right - self.left
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def to_dlib(self):  # -> dlib.rectangle
+        import dlib
+
+        return dlib.rectangle(round(self.left), round(self.top), round(self.right) - 1, round(self.bottom) - 1)
+
+    @classmethod
+    def from_dlib(cls, r, scale: float = 1.0) -> Box:
+        """From a ``dlib.rectangle`` (inclusive corners), optionally rescaled."""
+        return cls(r.left() * scale, r.top() * scale, (r.right() + 1) * scale, (r.bottom() + 1) * scale)
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """68 points (iBUG order, source pixels), the box they were found in, and how."""
+
+    points: NDArray[np.float64]  # (68, 2)
+    box: Box
+    detector: str  # e.g. "dlib/annotation", "dlib/hog", "dlib/cnn", "fan/annotation"
+
+
+def models_dir() -> Path:
+    """The ``models/`` folder of ``face-recognition-models``, without importing it."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("dlib models not found: pip install face-recognition-models")
+    d = Path(next(iter(spec.submodule_search_locations))) / "models"
+    for name in (PREDICTOR_FILE, CNN_FILE):
+        if not (d / name).is_file():
+            raise UserError(f"dlib model {name} not found in {d}: reinstall face-recognition-models")
+    return d
+
+
+def box_from_six(landmarks_6: ArrayLike) -> Box:
+    """The face box dlib's HOG detector would give, from the annotation's six points."""
+    p = np.asarray(landmarks_6, dtype=np.float64).reshape(6, 2)
+    eyes = p[:4].mean(axis=0)
+    mouth = p[4:].mean(axis=0)
+    down = mouth - eyes
+    em = float(np.linalg.norm(down))
+    eo = float(np.linalg.norm(p[3] - p[0]))
+    if not np.isfinite(em) or em < 1.0 or eo < 1.0:
+        raise NoFaceError("annotation landmarks are degenerate")
+    side = BOX_SIZE_EYE_MOUTH * em + BOX_SIZE_EYE_WIDTH * eo
+    centre = eyes + BOX_CENTRE_ALONG * down
+    h = side / 2.0
+    return Box(centre[0] - h, centre[1] - h, centre[0] + h, centre[1] + h)
+
+
+def normalized_error(points: ArrayLike, truth: ArrayLike) -> float:
+    """Mean point error divided by the outer-eye-corner distance of ``truth``."""
+    p = np.asarray(points, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    io = np.linalg.norm(t[OUTER_EYE_CORNERS[1]] - t[OUTER_EYE_CORNERS[0]])
+    return float(np.linalg.norm(p - t, axis=1).mean() / io)
+
+
+def read_pts(path: str | Path) -> NDArray[np.float64]:
+    """Read an iBUG ``.pts`` file into 0-based pixel coordinates (68, 2).
+
+    The 300-W annotations are 1-based (MATLAB convention), so one pixel is
+    subtracted to match OpenCV/dlib pixel centres.
+    """
+    text = Path(path).read_text()
+    try:
+        body = text.split("{", 1)[1].split("}", 1)[0]
+        pts = np.array(body.split(), dtype=np.float64).reshape(-1, 2)
+    except (IndexError, ValueError) as err:
+        raise UserError(f"{path}: not an iBUG .pts file ({err})") from None
+    return pts - 1.0
+
+
+def _gray(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    if image.ndim == 2:
+        return np.ascontiguousarray(image)
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2GRAY)
+
+
+class DlibLandmarker:
+    """dlib's 68-point predictor with the annotation/HOG/CNN face-box cascade.
+
+    Each worker process builds its own instance (dlib objects are not shared).
+    The CNN detector is loaded on first use.
+    """
+
+    name = "dlib"
+
+    def __init__(self) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self._dir = models_dir()
+        self.predictor = dlib.shape_predictor(str(self._dir / PREDICTOR_FILE))
+        self.hog = dlib.get_frontal_face_detector()
+        self._cnn = None
+
+    @property
+    def cnn(self):
+        if self._cnn is None:
+            self._cnn = self._dlib.cnn_face_detection_model_v1(str(self._dir / CNN_FILE))
+        return self._cnn
+
+    def detect_hog(self, image: NDArray[np.uint8]) -> list[Box]:
+        """HOG boxes (upsample 0), largest first."""
+        dets = self.hog(_gray(image), 0)
+        return sorted((Box.from_dlib(d) for d in dets), key=lambda b: -b.area)
+
+    def detect_cnn(self, image: NDArray[np.uint8], max_side: int = CNN_MAX_SIDE) -> list[Box]:
+        """MMOD CNN boxes on the image shrunk to ``max_side``, largest first."""
+        h, w = image.shape[:2]
+        s = min(1.0, max_side / max(h, w))
+        img = image if s == 1.0 else cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        dets = self.cnn(rgb, 0)
+        return sorted((Box.from_dlib(d.rect, 1.0 / s) for d in dets), key=lambda b: -b.area)
+
+    def detect_faces(self, image: NDArray[np.uint8]) -> tuple[list[Box], str]:
+        """HOG first, then the CNN fallback; returns the boxes and which detector found them."""
+        boxes = self.detect_hog(image)
+        if boxes:
+            return boxes, "hog"
+        return self.detect_cnn(image), "cnn"
+
+    def _shape(self, gray: NDArray[np.uint8], box: Box) -> NDArray[np.float64]:
+        shape = self.predictor(gray, box.to_dlib())
+        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(N_LANDMARKS)], dtype=np.float64)
+
+    def predict(self, image: NDArray[np.uint8], box: Box, mirror_average: bool = True) -> NDArray[np.float64]:
+        """The 68 points inside ``box``.
+
+        With ``mirror_average`` the predictor also runs on the mirrored face
+        and the two results (the mirrored one relabelled left<->right) are
+        averaged, which removes much of the predictor's dependence on the exact
+        box (labelled faces, error / outer-eye distance: breakingbad 0.069 -> 0.053,
+        einstein 0.068 -> 0.066, takeo 0.036 -> 0.034).
+        """
+        # Work on a crop around the box: dlib copies the image it is given, and the
+        # predictor reads only pixels near the face.
+        h, w = image.shape[:2]
+        m = CROP_MARGIN * box.width
+        x0, x1 = max(0, int(box.left - m)), min(w, int(np.ceil(box.right + m)))
+        y0, y1 = max(0, int(box.top - m)), min(h, int(np.ceil(box.bottom + m)))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise NoFaceError("face box lies outside the image")
+        gray = _gray(image[y0:y1, x0:x1])
+        local = Box(box.left - x0, box.top - y0, box.right - x0, box.bottom - y0)
+        pts = self._shape(gray, local) + np.array([x0, y0], dtype=np.float64)
+        if not mirror_average:
+            return pts
+        cw = x1 - x0
+        flipped = np.ascontiguousarray(gray[:, ::-1])
+        q = self._shape(flipped, Box(cw - local.right, local.top, cw - local.left, local.bottom))
+        q = np.c_[x0 + (cw - 1 - q[:, 0]), y0 + q[:, 1]][IBUG_MIRROR]
+        return 0.5 * (pts + q)
+
+    def __call__(self, image: NDArray[np.uint8], landmarks_6: ArrayLike | None = None) -> Landmarks:
+        """Landmarks of the face (the annotated one, else the largest detected)."""
+        if landmarks_6 is not None:
+            box = box_from_six(landmarks_6)
+            source = "annotation"
+        else:
+            boxes, source = self.detect_faces(image)
+            if not boxes:
+                raise NoFaceError("no face found (dlib HOG and CNN)")
+            box = boxes[0]
+        pts = self.predict(image, box)
+        if not np.all(np.isfinite(pts)):
+            raise NoFaceError("landmark predictor returned non-finite points")
+        return Landmarks(pts, box, f"{self.name}/{source}")
+
+
+# --- face-alignment (optional) ---------------------------------------------------------
+
+
+def torch_hub_checkpoints() -> Path:
+    """torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+class FanLandmarker:
+    """face-alignment's 2D-FAN (68 points that follow the visible contour, like dlib's).
+
+    The face box comes from the annotation's six points or from dlib's
+    detectors, so no separate face-detector weights are needed.
+    """
+
+    name = "fan"
+
+    def __init__(self, device: str = "cpu") -> None:
+        try:
+            import face_alignment  # type: ignore[import-not-found]
+            from face_alignment import api as fa_api  # type: ignore[import-not-found]
+        except ImportError:
+            raise UserError(
+                "recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'"
+            ) from None
+        import torch
+
+        urls = getattr(fa_api, "models_urls", {})
+        default = getattr(fa_api, "default_model_urls", {})
+        version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
+        url = urls.get(version, default).get("2DFAN-4") or default.get("2DFAN-4")
+        if url is None:
+            raise UserError("face-alignment: cannot tell which 2DFAN-4 weights this version needs")
+        folder = torch_hub_checkpoints()
+        filename = url.rsplit("/", 1)[-1]
+        if not (folder / filename).is_file() and os.environ.get("NVSYNTH_OFFLINE") == "1":
+            raise UserError(f"face-alignment weights {filename} not found: put them in {folder} (source: {url})")
+        try:
+            self._fa = face_alignment.FaceAlignment(
+                face_alignment.LandmarksType.TWO_D, device=device, face_detector="folder"
+            )
+        except (OSError, RuntimeError) as err:
+            if not (folder / filename).is_file():
+                raise UserError(
+                    f"face-alignment weights {filename} not found and not downloadable ({err}): "
+                    f"put them in {folder} (source: {url})"
+                ) from None
+            raise
+        self._dlib = DlibLandmarker()
+
+    def __call__(self, image: NDArray[np.uint8], landmarks_6: ArrayLike | None = None) -> Landmarks:
+        if landmarks_6 is not None:
+            box, source = box_from_six(landmarks_6), "annotation"
+        else:
+            boxes, source = self._dlib.detect_faces(image)
+            if not boxes:
+                raise NoFaceError("no face found (dlib HOG and CNN)")
+            box = boxes[0]
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        out = self._fa.get_landmarks_from_image(rgb, detected_faces=[[box.left, box.top, box.right, box.bottom]])
+        if not out:
+            raise NoFaceError("face-alignment found no landmarks")
+        pts = np.asarray(out[0], dtype=np.float64)[:, :2]
+        return Landmarks(pts, box, f"{self.name}/{source}")
+
+
+def make_landmarker(detector: str) -> DlibLandmarker | FanLandmarker:
+    """The landmark backend named by ``recon.detector``."""
+    if detector == "dlib":
+        return DlibLandmarker()
+    if detector == "fan":
+        return FanLandmarker()
+    raise UserError(f"recon.detector: unknown backend '{detector}' (use dlib or fan)", exit_code=2)
