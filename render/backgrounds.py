@@ -4,9 +4,9 @@ With ``data.background_path`` set, the folder (e.g. Places365 ``val_256``) is
 listed once, recursively and in sorted order, when the :class:`BackgroundSource`
 is made; ``image(i)`` reads the i-th file, resizes it to 448 x 448 and
 box-blurs it with a 20 x 20 kernel, as Gaze-NV-Rendering's
-``read_resize_blur`` does. Without a folder, ``PROCEDURAL_COUNT`` procedural
-backgrounds (colour gradients plus smooth noise and a few soft blobs, blurred
-the same way) stand in, so everything runs without downloads. A background
+``read_resize_blur`` does; the last ``cache_size`` images are kept. Without a folder, ``PROCEDURAL_COUNT`` procedural
+backgrounds (colour gradients plus smooth noise and a few soft blobs, box-blurred
+to a similar softness) stand in, so everything runs without downloads. A background
 is a pure function of its index, so the stored ``background_id`` identifies
 it exactly.
 """
@@ -14,6 +14,7 @@ it exactly.
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,27 +61,40 @@ def _muted(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
     return 0.5 * c + 0.5 * c.mean(axis=1, keepdims=True)
 
 
-def procedural_background(index: int, size: int = NORM_RENDER_SIZE) -> NDArray[np.uint8]:
-    """Procedural background ``index``: a two-colour linear gradient, smooth noise and soft blobs."""
+@lru_cache(maxsize=PROCEDURAL_COUNT)
+def _procedural_small(index: int, n: int) -> NDArray[np.uint8]:
     rng = np.random.default_rng([PROCEDURAL_SEED, int(index)])
-    c0, c1 = _muted(rng, 2)
-    angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1) - 0.5
-    ramp = np.clip(0.5 + (np.cos(angle) * xx + np.sin(angle) * yy) * 1.2, 0.0, 1.0)[..., None]
-    img = c0 * (1.0 - ramp) + c1 * ramp
+    c0, c1 = _muted(rng, 2).astype(np.float32)
+    angle = float(rng.uniform(0, 2 * np.pi))
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / (n - 1) - 0.5
+    ramp = np.clip(0.5 + (np.float32(np.cos(angle)) * xx + np.float32(np.sin(angle)) * yy) * 1.2, 0.0, 1.0)
+    img = c0 * (1.0 - ramp[..., None]) + c1 * ramp[..., None]
     grid = int(rng.integers(3, 9))
     noise = rng.normal(0.0, rng.uniform(10, 40), size=(grid, grid, 3)).astype(np.float32)
-    img += cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    img += cv2.resize(noise, (n, n), interpolation=cv2.INTER_CUBIC)
     for _ in range(int(rng.integers(2, 7))):
-        centre = rng.uniform(0, size, size=2).astype(int)
-        axes = rng.uniform(size * 0.05, size * 0.35, size=2).astype(int)
-        blob = np.zeros((size, size), np.float32)
-        cv2.ellipse(
-            blob, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), rng.uniform(0, 180), 0, 360, 1.0, -1
-        )
-        blob = cv2.GaussianBlur(blob, (0, 0), size * 0.03)[..., None]
-        img = img * (1.0 - blob) + _muted(rng, 1)[0] * blob
-    return cv2.blur(np.clip(img, 0, 255).astype(np.uint8), BLUR_KERNEL)
+        centre = rng.uniform(0, n, size=2)
+        axes = rng.uniform(n * 0.05, n * 0.35, size=2)
+        blob = np.zeros((n, n), np.float32)
+        box = ((float(centre[0]), float(centre[1])), (2 * float(axes[0]), 2 * float(axes[1])), rng.uniform(0, 180))
+        cv2.ellipse(blob, box, 1.0, -1)
+        blob = cv2.GaussianBlur(blob, (0, 0), n * 0.03)[..., None]
+        img = img * (1.0 - blob) + _muted(rng, 1)[0].astype(np.float32) * blob
+    small = cv2.blur(np.clip(img, 0, 255).astype(np.uint8), (max(1, BLUR_KERNEL[0] * n // NORM_RENDER_SIZE),) * 2)
+    small.flags.writeable = False
+    return small
+
+
+def procedural_background(index: int, size: int = NORM_RENDER_SIZE) -> NDArray[np.uint8]:
+    """Procedural background ``index``: a two-colour linear gradient, smooth noise and soft blobs.
+
+    Drawn at a quarter of ``size`` (it is smooth anyway) and box-blurred there
+    with a quarter of the 20 x 20 kernel, then enlarged bilinearly: about the
+    look of the blurred image backgrounds. The small images are cached (at
+    most ``PROCEDURAL_COUNT`` x 37 kB per process), so a repeat costs one resize.
+    """
+    small = _procedural_small(int(index), max(8, size // 4))
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 class BackgroundSource:
@@ -125,6 +139,8 @@ class BackgroundSource:
         del rng
         self._check(index)
         index = int(index)
+        if self.procedural:
+            return procedural_background(index, self.size)
         cached = self._cache.get(index)
         if cached is None:
             cached = self._make(index)
@@ -136,8 +152,6 @@ class BackgroundSource:
         return cached.copy()
 
     def _make(self, index: int) -> NDArray[np.uint8]:
-        if self.procedural:
-            return procedural_background(index, self.size)
         path = self.paths[index]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
