@@ -1,0 +1,385 @@
+"""Per-frame fit of the canonical face mesh to 68 landmarks, in the frame's calibrated camera.
+
+Everything happens in the ideal pinhole camera (the landmarks are undistorted
+first); millimetres throughout.
+
+1. **Rigid pose**: PnP (EPnP, then Levenberg-Marquardt) of the template's
+   vertices for the 51 interior landmarks (brows, nose, eyes, mouth).
+2. **Shape scale**: pose and per-axis template scales (sx, sy, sz) by
+   least squares over all 68 landmarks, with priors: sx and sy near 1 (faces
+   differ by about 10%), and sz tied to sx (the template's depth-to-width
+   ratio, 0.647, is kept unless the data clearly demand otherwise -- depth is
+   barely observable from one view).
+3. **Smooth deformation**: displacements D of all vertices (in the scaled
+   head frame) by sparse linear least squares: landmark rows pull the
+   projection rays of the landmark vertices onto the detected points, a
+   uniform-Laplacian term keeps D smooth, and a strong term on the depth
+   (head z) component keeps the template's metric depth profile. The constant
+   part of the normal matrix is inverted once per process; each frame adds
+   only its landmark rows (push-through identity), so a frame costs a 136x136
+   solve.
+
+Jaw contour: dlib's 17 jaw points lie on the face's silhouette, which moves
+over the 3D surface with the pose. At every pose the jaw landmarks are
+re-assigned to the silhouette vertices (mesh outline or occluding contour)
+nearest to them in the image, on their side of the face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
+
+from nvsynth.geometry import estimate_head_pose, rot_x
+from recon.template import FaceTemplate, depth_to_width_ratio
+
+JAW = np.arange(0, 17)
+INTERIOR = np.arange(17, 68)
+CHIN = 8
+
+
+class FitError(Exception):
+    """The fit failed; the message is the reason recorded for the frame."""
+
+
+@dataclass(frozen=True)
+class FitWeights:
+    """Noise levels and regularisation of the fit (residuals are in units of these sigmas)."""
+
+    landmark_sigma: float = 0.02  # landmark noise, as a fraction of the outer-eye-corner distance
+    jaw_sigma: float = 0.04  # jaw points are noisier (and discretised on the silhouette)
+    scale_sigma: float = 0.10  # prior spread of the template's x and y scales
+    depth_sigma: float = 0.02  # prior spread of log(sz / sx): keeps the depth-to-width ratio
+    laplacian: float = 1.0  # weight of |L D|^2 (mm^-2)
+    depth_displacement: float = 4.0  # weight of |D_z|^2 (mm^-2), keeps the metric depth profile
+    ridge: float = 1e-3  # weight of |D|^2 (mm^-2), makes the system definite
+    jaw_region_margin_mm: float = 10.0  # jaw candidates start this far above the highest jaw vertex
+
+
+@dataclass(frozen=True)
+class FitResult:
+    vertices: NDArray[np.float64]  # (V, 3) camera mm
+    rotation: NDArray[np.float64]  # (3, 3) template head frame -> camera
+    translation: NDArray[np.float64]  # (3,) mm
+    scale: NDArray[np.float64]  # (3,) template scales sx, sy, sz
+    landmark_vertices: NDArray[np.int64]  # (68,) vertex of each landmark (jaw re-picked)
+    landmarks_3d: NDArray[np.float64]  # (68, 3) camera mm
+    landmarks_ideal: NDArray[np.float64]  # (68, 2) the undistorted detected points that were fitted
+    reprojection_error_ideal_px: float  # mean over 68, undistorted pixels
+    depth_ratio: float  # z-extent / x-extent of the fitted mesh in its head frame
+
+
+def _edges(faces: NDArray[np.int32]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Unique undirected edges (E, 2) and their one or two faces (E, 2), -1 where absent."""
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    fid = np.tile(np.arange(len(f)), 3)
+    e = np.sort(e, axis=1)
+    uniq, inv = np.unique(e, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    adj = np.full((len(uniq), 2), -1, dtype=np.int64)
+    order = np.argsort(inv, kind="stable")
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = inv[order][1:] != inv[order][:-1]
+    adj[inv[order][first], 0] = fid[order][first]
+    adj[inv[order][~first], 1] = fid[order][~first]
+    return uniq, adj
+
+
+def uniform_laplacian(n: int, edges: NDArray[np.int64]) -> sp.csr_matrix:
+    """L = I - D^-1 A of the mesh graph (rows sum to zero)."""
+    i, j = edges[:, 0], edges[:, 1]
+    A = sp.coo_matrix((np.ones(2 * len(i)), (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    return (sp.identity(n, format="csr") - sp.diags(1.0 / deg) @ A).tocsr()
+
+
+def face_normals(vertices: NDArray[np.float64], faces: NDArray[np.int32]) -> NDArray[np.float64]:
+    """Unnormalised triangle normals (outward for the template's winding)."""
+    v = vertices
+    return np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+
+
+class FitModel:
+    """Everything about the template that does not change from frame to frame."""
+
+    def __init__(self, template: FaceTemplate, landmark_map: ArrayLike, weights: FitWeights | None = None) -> None:
+        self.template = template
+        self.weights = w = weights or FitWeights()
+        self.X0 = np.asarray(template.vertices, dtype=np.float64)
+        self.faces = np.asarray(template.faces, dtype=np.int32)
+        self.landmark_map = np.asarray(landmark_map, dtype=np.int64)
+        if self.landmark_map.shape != (68,):
+            raise ValueError("landmark map must hold 68 vertex indices")
+        n = len(self.X0)
+        self.edges, self.edge_faces = _edges(self.faces)
+        self.outline_edges = self.edge_faces[:, 1] < 0
+        # Jaw candidates: from a little above the highest jaw vertex down, split by side.
+        y_top = self.X0[self.landmark_map[JAW], 1].min() - w.jaw_region_margin_mm
+        region = self.X0[:, 1] >= y_top
+        x = self.X0[:, 0]
+        self.jaw_side = {
+            "right": region & (x <= 1e-6),  # subject's right = image left = iBUG 0-7
+            "left": region & (x >= -1e-6),
+            "chin": region & (np.abs(x) <= 0.25 * np.ptp(x)),
+        }
+        self._jaw_allowed = np.stack(
+            [self.jaw_side["right" if k < CHIN else "left" if k > CHIN else "chin"] for k in JAW]
+        )
+        # Constant part of the deformation's normal matrix, over D flattened as (3V,) = [x0 y0 z0 x1 ...].
+        L = uniform_laplacian(n, self.edges)
+        LtL = (L.T @ L).tocsr()
+        zmask = np.tile([0.0, 0.0, 1.0], n)
+        B = w.laplacian * sp.kron(LtL, sp.identity(3)) + sp.diags(w.depth_displacement * zmask + w.ridge)
+        self._B_inv = np.linalg.inv(B.toarray())
+
+    # -- geometry helpers ---------------------------------------------------------------------------
+
+    def shape(self, scale: NDArray[np.float64], D: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+        """Template vertices in the fitted head frame: S X0 (+ D)."""
+        v = self.X0 * scale
+        return v if D is None else v + D
+
+    def silhouette_vertices(self, cam: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Vertices on the image silhouette: outline edges of front faces, and front/back fold edges."""
+        n = face_normals(cam, self.faces)
+        centroid = cam[self.faces].mean(axis=1)
+        front = np.einsum("ij,ij->i", n, centroid) < 0.0
+        f0 = front[self.edge_faces[:, 0]]
+        f1 = np.where(self.outline_edges, False, front[np.maximum(self.edge_faces[:, 1], 0)])
+        sil_edge = np.where(self.outline_edges, f0, f0 != f1)
+        mask = np.zeros(len(cam), dtype=bool)
+        mask[self.edges[sil_edge].ravel()] = True
+        return mask
+
+    def pick_jaw(
+        self, cam: NDArray[np.float64], proj: NDArray[np.float64], points: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        """Landmark vertices with the 17 jaw entries moved to the nearest silhouette vertices."""
+        idx = self.landmark_map.copy()
+        sil = np.flatnonzero(self.silhouette_vertices(cam))
+        allowed = self._jaw_allowed[:, sil]  # (17, n_sil)
+        if sil.size == 0:
+            return idx
+        d = np.sum((proj[sil][None, :, :] - points[JAW][:, None, :]) ** 2, axis=2)
+        d = np.where(allowed, d, np.inf)
+        best = np.argmin(d, axis=1)
+        found = np.isfinite(d[JAW, best])
+        idx[JAW[found]] = sil[best[found]]
+        return idx
+
+
+def _project(cam: NDArray[np.float64], K: NDArray[np.float64]) -> NDArray[np.float64]:
+    z = cam[:, 2:3]
+    return cam[:, :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+
+
+def _skew(v: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Cross-product matrices [v]_x of vectors (N, 3) -> (N, 3, 3)."""
+    z = np.zeros(len(v))
+    return np.stack(
+        [
+            np.stack([z, -v[:, 2], v[:, 1]], -1),
+            np.stack([v[:, 2], z, -v[:, 0]], -1),
+            np.stack([-v[:, 1], v[:, 0], z], -1),
+        ],
+        axis=1,
+    )
+
+
+def _exp_so3(w: NDArray[np.float64]) -> NDArray[np.float64]:
+    theta = float(np.linalg.norm(w))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = _skew((w / theta)[None])[0]
+    return np.eye(3) + np.sin(theta) * k + (1.0 - np.cos(theta)) * (k @ k)
+
+
+@dataclass(frozen=True)
+class _PoseScale:
+    R: NDArray[np.float64]
+    t: NDArray[np.float64]
+    log_scale: NDArray[np.float64]  # log sx, log sy, log(sz / sx)
+
+    @property
+    def scale(self) -> NDArray[np.float64]:
+        sx, sy, dz = np.exp(self.log_scale)
+        return np.array([sx, sy, sx * dz])
+
+
+def _pose_scale_residuals(
+    X: NDArray[np.float64],
+    pts: NDArray[np.float64],
+    K: NDArray[np.float64],
+    sig: NDArray[np.float64],
+    st: _PoseScale,
+    w: FitWeights,
+    jacobian: bool,
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    """Residuals (landmarks in sigma units, then the three priors) and their Jacobian.
+
+    Parameters: a rotation increment (R <- exp(dw) R), t, and the log scales.
+    """
+    s = st.scale
+    Y = (X * s) @ st.R.T  # rotated, scaled model points
+    P = Y + st.t
+    z = P[:, 2]
+    fx, fy = K[0, 0], K[1, 1]
+    proj = np.empty((len(P), 2))
+    proj[:, 0] = fx * P[:, 0] / z + K[0, 2]
+    proj[:, 1] = fy * P[:, 1] / z + K[1, 2]
+    prior = np.array([w.scale_sigma, w.scale_sigma, w.depth_sigma])
+    r = np.concatenate([((proj - pts) / sig[:, None]).ravel(), st.log_scale / prior])
+    if not jacobian:
+        return r, None
+    n = len(X)
+    Jp = np.zeros((n, 2, 3))  # d proj / d P
+    Jp[:, 0, 0] = fx / z
+    Jp[:, 0, 2] = -fx * P[:, 0] / z**2
+    Jp[:, 1, 1] = fy / z
+    Jp[:, 1, 2] = -fy * P[:, 1] / z**2
+    dP = np.zeros((n, 3, 9))
+    dP[:, :, 0:3] = -_skew(Y)  # d(exp(dw) Y)/d dw at 0
+    dP[:, :, 3:6] = np.eye(3)
+    cols = st.R * s  # column c of R S, per axis
+    dP[:, :, 6] = X[:, 0:1] * cols[:, 0] + X[:, 2:3] * cols[:, 2]  # sx scales x and (through sz) z
+    dP[:, :, 7] = X[:, 1:2] * cols[:, 1]
+    dP[:, :, 8] = X[:, 2:3] * cols[:, 2]
+    J = np.einsum("nij,njk->nik", Jp, dP) / sig[:, None, None]
+    Jp_prior = np.zeros((3, 9))
+    Jp_prior[:, 6:] = np.diag(1.0 / prior)
+    J = np.concatenate([J.reshape(2 * n, 9), Jp_prior])
+    return r, J
+
+
+def _fit_pose_scale(
+    X: NDArray[np.float64],
+    pts: NDArray[np.float64],
+    K: NDArray[np.float64],
+    sig: NDArray[np.float64],
+    st: _PoseScale,
+    w: FitWeights,
+    iterations: int = 30,
+) -> _PoseScale:
+    """Levenberg-Marquardt on pose and log scales."""
+    lam = 1e-3
+    r, J = _pose_scale_residuals(X, pts, K, sig, st, w, True)
+    cost = float(r @ r)
+    for _ in range(iterations):
+        H = J.T @ J
+        g = J.T @ r
+        step = -np.linalg.solve(H + lam * np.diag(np.diag(H) + 1e-9), g)
+        cand = _PoseScale(_exp_so3(step[:3]) @ st.R, st.t + step[3:6], st.log_scale + step[6:9])
+        r2, _ = _pose_scale_residuals(X, pts, K, sig, cand, w, False)
+        c2 = float(r2 @ r2)
+        if np.isfinite(c2) and c2 < cost:
+            converged = cost - c2 < 1e-7 * max(cost, 1.0)
+            st, cost = cand, c2
+            lam = max(lam / 10.0, 1e-9)
+            if converged:
+                break
+            r, J = _pose_scale_residuals(X, pts, K, sig, st, w, True)
+        else:
+            lam *= 10.0
+            if lam > 1e8:
+                break
+    return st
+
+
+def fit_landmarks(
+    model: FitModel,
+    points_ideal: ArrayLike,
+    camera_matrix: ArrayLike,
+    deform: bool = True,
+) -> FitResult:
+    """Fit the template to 68 undistorted landmark points (ideal pinhole pixels)."""
+    w = model.weights
+    pts = np.asarray(points_ideal, dtype=np.float64).reshape(68, 2)
+    K = np.asarray(camera_matrix, dtype=np.float64)
+    if not np.all(np.isfinite(pts)):
+        raise FitError("non-finite landmarks")
+    io = float(np.linalg.norm(pts[45] - pts[36]))
+    if io < 4.0:
+        raise FitError(f"face too small (outer eye corners {io:.1f} px apart)")
+
+    # 1. rigid PnP on the interior landmarks
+    try:
+        pose = estimate_head_pose(pts[INTERIOR], K, np.zeros(5), model=model.X0[model.landmark_map[INTERIOR]])
+    except (ValueError, Exception) as err:  # cv2.error is an Exception
+        raise FitError(f"PnP failed: {err}") from None
+    R, t = pose.rotation, pose.translation
+    if t[2] <= 0:
+        # a mirror solution behind the camera: turn it around
+        R, t = R @ rot_x(np.pi), -t
+
+    # 2. pose + anisotropic scale with priors; jaw re-picked at each stage
+    sig = np.where(np.arange(68) < 17, w.jaw_sigma, w.landmark_sigma) * io
+    state = _PoseScale(R, t, np.zeros(3))
+    idx = model.landmark_map.copy()
+    for _ in range(2):
+        cam = model.shape(state.scale) @ state.R.T + state.t
+        idx = model.pick_jaw(cam, _project(cam, K), pts)
+        state = _fit_pose_scale(model.X0[idx], pts, K, sig, state, w)
+    Rm, tv, s = state.R, state.t, state.scale
+    if not (np.all(np.isfinite(Rm)) and np.all(np.isfinite(tv)) and np.all(np.isfinite(s))) or tv[2] <= 0:
+        raise FitError("pose/scale fit diverged")
+    cam = model.shape(s) @ Rm.T + tv
+    idx = model.pick_jaw(cam, _project(cam, K), pts)
+
+    # 3. smooth non-rigid deformation (linear least squares in D)
+    D = np.zeros_like(model.X0)
+    if deform:
+        D = _deform(model, Rm, tv, s, idx, pts, K, sig)
+    head = model.shape(s, D)
+    verts = head @ Rm.T + tv
+    lm3 = verts[idx]
+    err = float(np.linalg.norm(_project(lm3, K) - pts, axis=1).mean())
+    return FitResult(
+        vertices=verts,
+        rotation=Rm,
+        translation=tv,
+        scale=s,
+        landmark_vertices=idx,
+        landmarks_3d=lm3,
+        landmarks_ideal=pts,
+        reprojection_error_ideal_px=err,
+        depth_ratio=depth_to_width_ratio(head),
+    )
+
+
+def _deform(
+    model: FitModel,
+    R: NDArray[np.float64],
+    t: NDArray[np.float64],
+    s: NDArray[np.float64],
+    idx: NDArray[np.int64],
+    pts: NDArray[np.float64],
+    K: NDArray[np.float64],
+    sigma_px: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Displacements D (V, 3) in the scaled head frame; see the module docstring."""
+    n3 = 3 * len(model.X0)
+    P0 = (model.X0[idx] * s) @ R.T + t  # camera coordinates of the landmark vertices
+    ray = (pts - K[[0, 1], [2, 2]]) / np.array([K[0, 0], K[1, 1]])  # normalised image coordinates
+    f = 0.5 * (K[0, 0] + K[1, 1])
+    m = len(idx)
+    # Rows a . (P0 + R D_i) = 0 with a = (1, 0, -u) and (0, 1, -v): linear in D, and equal to the
+    # pixel error times z / f, so the weight f / (z sigma) makes them pixel residuals in sigma units.
+    A = np.zeros((m, 2, 3))
+    A[:, 0, 0] = 1.0
+    A[:, 1, 1] = 1.0
+    A[:, :, 2] = -ray
+    wk = (f / (P0[:, 2] * sigma_px))[:, None]
+    coef = (A @ R) * wk[:, :, None]  # (a^T R) = d/dD_i
+    rhs = -np.einsum("mij,mj->mi", A, P0) * wk
+    rows = np.repeat(np.arange(2 * m), 3)
+    cols = (3 * np.repeat(idx, 2)[:, None] + np.arange(3)).ravel()
+    J = sp.csr_matrix((coef.ravel(), (rows, cols)), shape=(2 * m, n3))
+    r = rhs.ravel()
+    # (B + J^T J)^-1 J^T r = B^-1 J^T (I + J B^-1 J^T)^-1 r
+    G = (J @ model._B_inv).T  # B^-1 J^T, (3V, m)
+    M = np.eye(len(r)) + J @ G
+    return (G @ np.linalg.solve(M, r)).reshape(-1, 3)

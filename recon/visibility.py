@@ -1,0 +1,93 @@
+"""Which vertices of the fitted mesh the source camera sees.
+
+A small software z-buffer (no render/ dependency): front-facing triangles are
+painted far-to-near (painter's algorithm, ``cv2.fillConvexPoly``) into a
+triangle-id image of the face's bounding box. A vertex is visible when
+
+* the triangle painted at its pixel is one of its own, or lies no nearer than
+  the vertex there (depth of that triangle's plane along the vertex's ray), and
+* its surface is not seen at a grazing angle: the angle between the vertex
+  normal and the ray to the camera is below ``max_angle_deg``. Texels of
+  grazing surface are stretched smears of the image, so they count as unseen.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+#: Surface seen more obliquely than this counts as unseen.
+MAX_VIEW_ANGLE_DEG = 75.0
+#: Longest side of the z-buffer (the face's bounding box is rasterised at this size or less).
+ZBUFFER_SIZE = 256
+
+
+def vertex_normals(vertices: NDArray[np.float64], faces: NDArray[np.int32]) -> NDArray[np.float64]:
+    """Area-weighted unit vertex normals (outward for the template's winding)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, faces[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def visible_vertices(
+    vertices: ArrayLike,
+    faces: ArrayLike,
+    camera_matrix: ArrayLike,
+    max_angle_deg: float = MAX_VIEW_ANGLE_DEG,
+    depth_tolerance_mm: float = 2.0,
+    zbuffer_size: int = ZBUFFER_SIZE,
+) -> NDArray[np.bool_]:
+    """Boolean (V,): seen by the pinhole camera ``camera_matrix`` at the origin, looking along +z."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    K = np.asarray(camera_matrix, dtype=np.float64)
+    z = v[:, 2]
+    if np.any(z <= 0):
+        raise ValueError("mesh reaches behind the camera")
+    px = np.c_[K[0, 0] * v[:, 0] / z + K[0, 2], K[1, 1] * v[:, 1] / z + K[1, 2]]
+
+    # facing and grazing
+    n = vertex_normals(v, f.astype(np.int32))
+    ray = v / np.linalg.norm(v, axis=1, keepdims=True)
+    cos_view = -np.einsum("ij,ij->i", n, ray)
+    facing = cos_view > np.cos(np.radians(max_angle_deg))
+
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    front = np.einsum("ij,ij->i", fn, v[f].mean(axis=1)) < 0.0
+
+    # z-buffer of front triangles over the mesh's bounding box
+    lo = px.min(axis=0) - 2.0
+    span = float(max(np.ptp(px[:, 0]), np.ptp(px[:, 1]))) + 4.0
+    s = min(1.0, zbuffer_size / span)
+    q = (px - lo) * s
+    size = (int(np.ceil(q[:, 1].max())) + 2, int(np.ceil(q[:, 0].max())) + 2)
+    ids = np.full(size, -1, dtype=np.int32)
+    tri = np.flatnonzero(front)
+    order = tri[np.argsort(-v[f[tri]].mean(axis=1)[:, 2])]  # far to near
+    fixed = np.round(q * 16.0).astype(np.int32)  # 4 bits of sub-pixel precision
+    for t in order:
+        cv2.fillConvexPoly(ids, fixed[f[t]], int(t), lineType=cv2.LINE_8, shift=4)
+
+    iq = np.clip(np.round(q).astype(np.int64), 0, np.array([size[1] - 1, size[0] - 1]))
+    hit = ids[iq[:, 1], iq[:, 0]]
+    visible = np.zeros(len(v), dtype=bool)
+    none = hit < 0
+    visible[none] = True  # on the silhouette, outside every painted pixel
+    has = ~none
+    vid = np.flatnonzero(has)
+    t = hit[has]
+    own = np.any(f[t] == vid[:, None], axis=1)
+    # depth of triangle t's plane along the ray through vertex vid
+    a = v[f[t, 0]]
+    nrm = fn[t]
+    denom = np.einsum("ij,ij->i", nrm, ray[vid])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = np.einsum("ij,ij->i", nrm, a) / denom  # distance along the unit ray
+    r_len = np.linalg.norm(v[vid], axis=1)
+    in_front_ok = ~np.isfinite(dist) | (dist >= r_len - depth_tolerance_mm)
+    visible[vid] = own | in_front_ok
+    return visible & facing

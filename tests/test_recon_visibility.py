@@ -1,0 +1,69 @@
+"""Depth-tested, grazing-aware vertex visibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nvsynth.geometry import rot_y
+from recon.template import load_template
+from recon.visibility import visible_vertices
+
+K = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
+
+
+def grid(n: int, size: float, z: float, x0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A flat square grid facing the camera (normals toward -z), centred at (x0, 0, z)."""
+    u = np.linspace(-size / 2, size / 2, n)
+    xx, yy = np.meshgrid(u, u)
+    v = np.c_[xx.ravel() + x0, yy.ravel(), np.full(n * n, z)]
+    f = []
+    for i in range(n - 1):
+        for j in range(n - 1):
+            a, b, c, d = i * n + j, i * n + j + 1, (i + 1) * n + j, (i + 1) * n + j + 1
+            f += [[a, c, b], [b, c, d]]  # wound so the normal points toward the camera
+    return v, np.array(f, dtype=np.int32)
+
+
+def test_occluded_vertices_are_hidden() -> None:
+    back, fb = grid(11, 200.0, 700.0)
+    front, ff = grid(3, 60.0, 500.0)
+    v = np.r_[back, front]
+    f = np.r_[fb, ff + len(back)]
+    vis = visible_vertices(v, f, K)
+    assert vis[len(back) :].all()  # the small near square is seen
+    # back vertices whose ray passes through the near square are hidden, the others seen
+    ray_hits = np.all(np.abs(back[:, :2] * 500.0 / 700.0) < 30.0 - 1.0, axis=1)
+    clear = np.any(np.abs(back[:, :2] * 500.0 / 700.0) > 30.0 + 1.0, axis=1)
+    assert ray_hits.sum() > 0
+    assert not vis[: len(back)][ray_hits].any()
+    assert vis[: len(back)][clear].all()
+
+
+def test_grazing_surface_counts_as_unseen() -> None:
+    v, f = grid(5, 100.0, 0.0)
+    for angle, seen in ((60.0, True), (80.0, False)):
+        w = v @ rot_y(np.radians(angle)).T + np.array([0.0, 0.0, 600.0])
+        assert visible_vertices(w, f, K).all() == seen
+        assert visible_vertices(w, f, K).any() == seen
+
+
+def test_back_of_the_surface_is_unseen() -> None:
+    v, f = grid(5, 100.0, 600.0)
+    assert not visible_vertices(v, f[:, ::-1], K).any()
+
+
+def test_template_turned_hides_the_far_cheek(template_path: Path) -> None:
+    """The canonical face turned 50 deg: its far side is hidden, its near side and the nose tip are seen."""
+    tpl = load_template(template_path)
+    front = visible_vertices(tpl.vertices + np.array([0.0, 0.0, 600.0]), tpl.faces, K)
+    assert front.mean() > 0.85
+    turned = tpl.vertices @ rot_y(np.radians(50.0)).T + np.array([0.0, 0.0, 600.0])
+    vis = visible_vertices(turned, tpl.faces, K)
+    x = tpl.vertices[:, 0]
+    # positive yaw turns the subject's right side (x < 0) away from the camera
+    assert vis[x > 30.0].mean() > 0.9
+    assert vis[x < -30.0].mean() < 0.3
+    nose_tip = int(np.argmin(tpl.vertices[:, 2]))
+    assert vis[nose_tip]
