@@ -25,7 +25,7 @@ import numpy as np
 import scipy.io
 
 from nvsynth.geometry import estimate_head_pose
-from recon.landmarks import IBUG_SIX, LandmarkDetector
+from recon.landmarks import IBUG_SIX, DlibLandmarker
 
 SUBJECT = "p00"
 WIDTH, HEIGHT = 1280, 720
@@ -98,7 +98,7 @@ def build(out: Path) -> None:
     x0, y0, x1, y1 = HEAD_CROP
     head = portrait[y0:y1, x0:x1]
     head = cv2.resize(head, None, fx=1.0, fy=VERTICAL_STRETCH, interpolation=cv2.INTER_CUBIC)
-    detector = LandmarkDetector()
+    landmarker = DlibLandmarker()
     tmp = Path(tempfile.mkdtemp(prefix="nvsynth-sample-"))
     sdir = tmp / SUBJECT
     (sdir / "Calibration").mkdir(parents=True)
@@ -109,7 +109,7 @@ def build(out: Path) -> None:
         rel = f"day01/{i:04d}.jpg"
         cv2.imwrite(str(sdir / rel), frame, [cv2.IMWRITE_JPEG_QUALITY, 88])
         saved = cv2.imread(str(sdir / rel))
-        lm68 = detector.detect(saved).landmarks
+        lm68 = landmarker(saved).points
         six = lm68[list(IBUG_SIX)]
         pose = estimate_head_pose(six, CAMERA, DIST)
         target = screen_to_camera(gaze_px)
