@@ -87,9 +87,9 @@ def vertex_normals(vertices: NDArray[np.floating], faces: NDArray[np.integer]) -
     v = np.asarray(vertices, dtype=np.float64)
     tri = v[faces]
     fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
+    idx = np.asarray(faces).reshape(-1)
+    per_corner = np.repeat(fn, 3, axis=0)
+    n = np.stack([np.bincount(idx, weights=per_corner[:, j], minlength=len(v)) for j in range(3)], axis=1)
     length = np.linalg.norm(n, axis=1, keepdims=True)
     return n / np.where(length > 0, length, 1.0)
 
@@ -184,8 +184,8 @@ def build_render_mesh(record: ReconRecord) -> RenderMesh:
     corner_vertex = faces.reshape(-1)
     corner_kind = np.repeat(kinds, 3).astype(np.int64)
     corner_tri = np.where(corner_kind == KIND_FALLBACK, np.repeat(np.arange(n_faces), 3), -1)
-    keys = np.stack([corner_vertex, corner_kind, corner_tri], axis=1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    keys = (corner_vertex * 3 + corner_kind) * (n_faces + 1) + (corner_tri + 1)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     src_vertex = corner_vertex[first]
 
