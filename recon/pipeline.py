@@ -37,7 +37,7 @@ from nvsynth.config import Config
 from nvsynth.errors import UserError
 from nvsynth.mpii import Camera, Frame, Subject, open_subject, select_subjects
 from recon.export import export_obj
-from recon.fit import FitError, FitModel, FitResult, fit_landmarks
+from recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
 from recon.landmarks import Landmarks, NoFaceError, make_landmarker
 from recon.record import ReconRecord, record_path
 from recon.template import load_landmark_map, template_from_config
@@ -108,6 +108,7 @@ def make_record(
     image_size: tuple[int, int],
     model: FitModel,
     *,
+    subdiv: Subdivision | None = None,
     subject: str,
     frame_index: int,
     source_file: str,
@@ -115,17 +116,24 @@ def make_record(
     annotation_tvec: NDArray[np.float64],
     gaze_target: NDArray[np.float64],
 ) -> ReconRecord:
-    """The record of a fitted frame: uv with lens distortion, visibility, all metadata."""
-    uv = camera.project(fit.vertices, distort=True)
+    """The record of a fitted frame: uv with lens distortion, visibility, all metadata.
+
+    With ``subdiv`` the mesh is refined first (``recon.subdivide``); the fitted
+    vertices keep their indices and positions.
+    """
+    verts, faces, mirror = fit.vertices, model.faces, np.asarray(model.template.mirror)
+    if subdiv is not None:
+        verts, faces, mirror = subdiv.apply(verts), subdiv.faces, subdiv.mirror
+    uv = camera.project(verts, distort=True)
     lm_px = camera.project(fit.landmarks_3d, distort=True)
     err = float(np.linalg.norm(lm_px - lms.points, axis=1).mean())
-    visible = visible_vertices(fit.vertices, model.faces, camera.matrix)
+    visible = visible_vertices(verts, faces, camera.matrix)
     return ReconRecord(
-        vertices=fit.vertices.astype(np.float32),
-        faces=model.faces.astype(np.int32),
+        vertices=verts.astype(np.float32),
+        faces=np.asarray(faces, dtype=np.int32),
         uv=uv.astype(np.float32),
         visible=visible,
-        mirror=np.asarray(model.template.mirror, dtype=np.int32),
+        mirror=np.asarray(mirror, dtype=np.int32),
         landmarks_2d=lms.points.astype(np.float32),
         landmarks_3d=fit.landmarks_3d.astype(np.float32),
         head_rotation=fit.rotation.astype(np.float64),
@@ -150,6 +158,8 @@ class FrameProcessor:
     def __init__(self, cfg: Config) -> None:
         self.model = FitModel(template_from_config(cfg), load_landmark_map(cfg))
         self.landmarker = make_landmarker(cfg.recon.detector)
+        steps = cfg.recon.subdivide
+        self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
 
     def process(self, task: _Task) -> FrameOutcome:
         frame = task.frame
@@ -171,6 +181,7 @@ class FrameProcessor:
                 task.camera,
                 (image.shape[1], image.shape[0]),
                 self.model,
+                subdiv=self.subdiv,
                 subject=frame.subject,
                 frame_index=frame.index,
                 source_file=f"{frame.subject}/{frame.relative_path}",

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 #: Surface seen more obliquely than this counts as unseen.
-MAX_VIEW_ANGLE_DEG = 75.0
+MAX_VIEW_ANGLE_DEG = 80.0
 #: Longest side of the z-buffer (the face's bounding box is rasterised at this size or less).
 ZBUFFER_SIZE = 256
 

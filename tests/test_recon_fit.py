@@ -10,7 +10,7 @@ import pytest
 
 from nvsynth.geometry import head_rotation_from_pitchyaw, rot_y
 from nvsynth.mpii import Camera, open_subject
-from recon.fit import JAW, FitModel, fit_landmarks
+from recon.fit import JAW, FitModel, fit_landmarks, subdivision
 from recon.landmarks import IBUG_SIX, DlibLandmarker, normalized_error, read_pts
 from recon.pipeline import fit_image
 from recon.template import TEMPLATE_DEPTH_RATIO, load_landmark_map, load_template
@@ -152,3 +152,25 @@ def test_jaw_follows_the_silhouette(model: FitModel) -> None:
     assert outline[picks[0.0]].all()
     far_side_moved = ~outline[picks[40.0][:8]]
     assert far_side_moved.sum() >= 3
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_subdivision_interpolates_and_stays_symmetric(template_path: Path, steps: int) -> None:
+    """recon.subdivide: fitted vertices stay put, the mirror map stays exact, new points lie near the surface."""
+    tpl = load_template(template_path)
+    sub = subdivision(tpl.faces, tpl.mirror, steps)
+    V = sub.apply(tpl.vertices)
+    n = len(tpl.vertices)
+    assert len(sub.faces) == len(tpl.faces) * 4**steps
+    np.testing.assert_array_equal(V[:n], tpl.vertices)
+    np.testing.assert_allclose(V[sub.mirror], V * [-1.0, 1.0, 1.0], atol=1e-9)
+    # edges halve (up to the butterfly's small bulge)
+
+    def longest(v: np.ndarray, f: np.ndarray) -> float:
+        return float(np.linalg.norm(v[f] - v[np.roll(f, 1, axis=1)], axis=2).max())
+
+    assert longest(V, sub.faces) < 0.6**steps * longest(tpl.vertices, tpl.faces)
+    # the winding still faces the camera for the frontal face
+    Vc = V + np.array([0.0, 0.0, 600.0])
+    fn = np.cross(Vc[sub.faces[:, 1]] - Vc[sub.faces[:, 0]], Vc[sub.faces[:, 2]] - Vc[sub.faces[:, 0]])
+    assert np.mean(np.einsum("ij,ij->i", fn, Vc[sub.faces].mean(axis=1)) < 0) > 0.95
