@@ -101,7 +101,9 @@ def test_cnn_fallback_on_small_images(shared: Path, landmarker: DlibLandmarker) 
     img, truth = load_face(shared, "takeo")
     boxes = landmarker.detect_cnn(img)
     assert len(boxes) == 1
-    assert normalized_error(landmarker.predict(img, boxes[0]), truth) <= DETECTOR_LIMIT["takeo"]
+    lms = landmarker.landmarks_in_box(img, boxes[0], "cnn")
+    assert lms.detector == "dlib/cnn"
+    assert normalized_error(lms.points, truth) <= DETECTOR_LIMIT["takeo"]
     blank = np.full((160, 160, 3), 127, np.uint8)
     with pytest.raises(NoFaceError, match="no face"):
         landmarker(blank)
