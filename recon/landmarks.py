@@ -323,6 +323,30 @@ def torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def check_fan() -> tuple[Path, str]:
+    """The 2DFAN-4 weights file face-alignment will load, and its URL.
+
+    Raises ``UserError`` (one line) when face-alignment is not installed, or
+    when the weights are missing and ``NVSYNTH_OFFLINE=1``.
+    """
+    try:
+        from face_alignment import api as fa_api  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'") from None
+    import torch
+
+    urls = getattr(fa_api, "models_urls", {})
+    default = getattr(fa_api, "default_model_urls", {})
+    version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
+    url = urls.get(version, default).get("2DFAN-4") or default.get("2DFAN-4")
+    if url is None:
+        raise UserError("face-alignment: cannot tell which 2DFAN-4 weights this version needs")
+    path = torch_hub_checkpoints() / url.rsplit("/", 1)[-1]
+    if not path.is_file() and os.environ.get("NVSYNTH_OFFLINE") == "1":
+        raise UserError(f"face-alignment weights {path.name} not found: put them in {path.parent} (source: {url})")
+    return path, url
+
+
 class FanLandmarker:
     """face-alignment's 2D-FAN (68 points that follow the visible contour, like dlib's).
 
@@ -333,34 +357,18 @@ class FanLandmarker:
     name = "fan"
 
     def __init__(self, device: str = "cpu") -> None:
-        try:
-            import face_alignment  # type: ignore[import-not-found]
-            from face_alignment import api as fa_api  # type: ignore[import-not-found]
-        except ImportError:
-            raise UserError(
-                "recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'"
-            ) from None
-        import torch
+        path, url = check_fan()
+        import face_alignment  # type: ignore[import-not-found]
 
-        urls = getattr(fa_api, "models_urls", {})
-        default = getattr(fa_api, "default_model_urls", {})
-        version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
-        url = urls.get(version, default).get("2DFAN-4") or default.get("2DFAN-4")
-        if url is None:
-            raise UserError("face-alignment: cannot tell which 2DFAN-4 weights this version needs")
-        folder = torch_hub_checkpoints()
-        filename = url.rsplit("/", 1)[-1]
-        if not (folder / filename).is_file() and os.environ.get("NVSYNTH_OFFLINE") == "1":
-            raise UserError(f"face-alignment weights {filename} not found: put them in {folder} (source: {url})")
         try:
             self._fa = face_alignment.FaceAlignment(
                 face_alignment.LandmarksType.TWO_D, device=device, face_detector="folder"
             )
         except (OSError, RuntimeError) as err:
-            if not (folder / filename).is_file():
+            if not path.is_file():
                 raise UserError(
-                    f"face-alignment weights {filename} not found and not downloadable ({err}): "
-                    f"put them in {folder} (source: {url})"
+                    f"face-alignment weights {path.name} not found and not downloadable ({err}): "
+                    f"put them in {path.parent} (source: {url})"
                 ) from None
             raise
         self._dlib = DlibLandmarker()

@@ -38,7 +38,7 @@ from nvsynth.errors import UserError
 from nvsynth.mpii import Camera, Frame, Subject, open_subject, select_subjects
 from recon.export import export_obj
 from recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
-from recon.landmarks import Landmarks, NoFaceError, make_landmarker
+from recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
 from recon.record import ReconRecord, record_path
 from recon.template import load_landmark_map, template_from_config
 from recon.visibility import visible_vertices
@@ -209,15 +209,22 @@ class _Task:
 
 
 _WORKER: FrameProcessor | None = None
+_WORKER_ERROR: str | None = None
 
 
 def _init_worker(cfg_json: str) -> None:
-    global _WORKER
-    _WORKER = FrameProcessor(Config.model_validate_json(cfg_json))
+    # A failing initializer would make the pool respawn workers forever: keep the reason
+    # and report it from the first task instead.
+    global _WORKER, _WORKER_ERROR
+    try:
+        _WORKER = FrameProcessor(Config.model_validate_json(cfg_json))
+    except Exception as err:
+        _WORKER_ERROR = str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def _work(task: _Task) -> FrameOutcome:
-    assert _WORKER is not None
+    if _WORKER is None:
+        raise UserError(f"recon worker could not start: {_WORKER_ERROR}")
     return _WORKER.process(task)
 
 
@@ -258,11 +265,9 @@ def write_manifest(path: Path, outcomes: list[FrameOutcome]) -> None:
 
 def check_backend(detector: str) -> None:
     """Fail early, in one line, when the configured landmark backend cannot run."""
+    models_dir()  # dlib's models are needed by both backends
     if detector == "fan":
-        import importlib.util
-
-        if importlib.util.find_spec("face_alignment") is None:
-            raise UserError("recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'")
+        check_fan()
 
 
 def _outcomes(tasks: list[_Task], cfg: Config, workers: int) -> Iterator[FrameOutcome]:
