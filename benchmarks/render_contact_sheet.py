@@ -7,7 +7,10 @@ textured by the photo, and rendered at 16 poses (yaw -60..60, pitch -30..30):
 * ``views.png``: the raw 448 renders (every other view relit), downscaled;
 * ``masks.png``: alpha (grey) and face mask (white) of the same views;
 * ``fill.png``: the renders with filled (mirrored or flat) texels tinted red;
-* ``patches.png``: finished 224 patches (mpii-nv appearance, procedural backgrounds).
+* ``patches.png``: finished 224 patches (mpii-nv appearance, procedural backgrounds);
+* the same with suffix ``_turned40`` for a second source made by re-rendering the astronaut
+  with the head turned 40 degrees over a scene (``turned_source.png``), whose far side is unseen,
+  with ray-cast visibility: this exercises the mirror fill.
 
 Usage: ``python benchmarks/render_contact_sheet.py --shared ../shared -o /tmp/render_sheets``
 """
@@ -32,7 +35,7 @@ from render.appearance import Light, sample_appearance
 from render.backgrounds import BackgroundSource
 from render.compose import finish_views
 from render.gl import FaceRenderer
-from render.mesh import build_render_mesh, vertex_normals
+from render.mesh import build_render_mesh, occlusion_visible, vertex_normals
 
 
 def dlib_landmarks(image_bgr: np.ndarray) -> np.ndarray:
@@ -102,6 +105,43 @@ def grid(images: list[np.ndarray], cols: int = 4) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def turned_source(rec: ReconRecord, image: np.ndarray, yaw_deg: float) -> tuple[ReconRecord, np.ndarray]:
+    """A new source photo: the astronaut's face re-rendered with the head turned by ``yaw_deg``, over a scene."""
+    size = 640
+    K = np.array([[1100.0, 0.0, size / 2], [0.0, 1100.0, size / 2], [0.0, 0.0, 1.0]])
+    centre = rec.landmarks_3d[[36, 39, 42, 45, 48, 54]].mean(axis=0).astype(np.float64)
+    Rn = geometry.normalizing_rotation(centre, rec.head_rotation)
+    H = Rn @ rec.head_rotation
+    rot = geometry.head_rotation_from_pitchyaw(np.radians(5.0), np.radians(yaw_deg)) @ H.T @ Rn
+    T = np.eye(4)
+    T[:3, :3] = rot
+    T[:3, 3] = np.array([15.0, -10.0, 560.0]) - rot @ centre
+    renderer = FaceRenderer(size=size, camera_matrix=K)
+    batch = renderer.render(image, build_render_mesh(rec), T[None])
+    renderer.release()
+    scene = cv2.resize(BackgroundSource(None).image(7), (size, size))
+    photo = np.ascontiguousarray(scene)
+    face = np.ascontiguousarray(batch.color[0])
+    cv2.copyTo(face, np.ascontiguousarray(batch.alpha[0]), photo)
+    verts = np.asarray(rec.vertices, dtype=np.float64) @ rot.T + T[:3, 3]
+    lm3 = np.asarray(rec.landmarks_3d, dtype=np.float64) @ rot.T + T[:3, 3]
+    new = ReconRecord(
+        **{
+            **rec.__dict__,
+            "vertices": verts.astype(np.float32),
+            "uv": geometry.project(verts, K).astype(np.float32),
+            "visible": occlusion_visible(verts, np.asarray(rec.faces)),
+            "landmarks_2d": geometry.project(lm3, K).astype(np.float32),
+            "landmarks_3d": lm3.astype(np.float32),
+            "head_rotation": rot @ rec.head_rotation,
+            "head_translation": rot @ rec.head_translation + T[:3, 3],
+            "image_size": np.array([size, size], dtype=np.int32),
+            "camera_matrix": K,
+        }
+    )
+    return new, photo
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
@@ -110,9 +150,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     rec, image = astronaut_record(args.shared)
+    write_sheets(rec, image, args.out, "")
+    turned, photo = turned_source(rec, image, 40.0)
+    cv2.imwrite(str(args.out / "turned_source.png"), photo)
+    write_sheets(turned, photo, args.out, "_turned40")
+    print(f"sheets written to {args.out}")
+
+
+def write_sheets(rec: ReconRecord, image: np.ndarray, out: Path, tag: str) -> None:
     mesh = build_render_mesh(rec)
     kinds = np.bincount(mesh.kinds, minlength=3)
-    print(f"triangles: own {kinds[0]}, mirror {kinds[1]}, fallback {kinds[2]}")
+    print(f"{tag or 'astronaut'}: triangles own {kinds[0]}, mirror {kinds[1]}, fallback {kinds[2]}")
     poses = np.array([(p, y) for p in (30, 10, -10, -30) for y in (-60, -20, 20, 60)], dtype=np.float64)
     T = view_transforms(rec, poses)
     key = np.array([-0.5, -0.5, -0.7])
@@ -129,13 +177,13 @@ def main() -> None:
         return img
 
     half = [cv2.resize(np.ascontiguousarray(c), (224, 224), interpolation=cv2.INTER_AREA) for c in batch.color]
-    cv2.imwrite(str(args.out / "views.png"), grid([label(c, b) for b, c in enumerate(half)]))
+    cv2.imwrite(str(out / f"views{tag}.png"), grid([label(c, b) for b, c in enumerate(half)]))
     masks = [
         cv2.resize((a // 2 + m // 2), (224, 224), interpolation=cv2.INTER_AREA)
         for a, m in zip(batch.alpha, batch.mask, strict=True)
     ]
     cv2.imwrite(
-        str(args.out / "masks.png"), grid([label(cv2.cvtColor(m, cv2.COLOR_GRAY2BGR), b) for b, m in enumerate(masks)])
+        str(out / f"masks{tag}.png"), grid([label(cv2.cvtColor(m, cv2.COLOR_GRAY2BGR), b) for b, m in enumerate(masks)])
     )
 
     assert batch.seen is not None
@@ -145,7 +193,7 @@ def main() -> None:
         filled = (batch.alpha[b] > 0) & (batch.seen[b] < 128)
         c[filled] = 0.5 * c[filled] + 0.5 * np.array([0, 0, 255])
         tinted.append(cv2.resize(c.astype(np.uint8), (224, 224), interpolation=cv2.INTER_AREA))
-    cv2.imwrite(str(args.out / "fill.png"), grid([label(c, b) for b, c in enumerate(tinted)]))
+    cv2.imwrite(str(out / f"fill{tag}.png"), grid([label(c, b) for b, c in enumerate(tinted)]))
 
     cfg = RenderConfig()
     backgrounds = BackgroundSource(None)
@@ -167,9 +215,8 @@ def main() -> None:
             cv2.LINE_AA,
         )
         tiles.append(pt)
-    cv2.imwrite(str(args.out / "patches.png"), grid(tiles))
-    cv2.imwrite(str(args.out / "patch_masks.png"), grid(list(pmasks)))
-    print(f"sheets written to {args.out}")
+    cv2.imwrite(str(out / f"patches{tag}.png"), grid(tiles))
+    cv2.imwrite(str(out / f"patch_masks{tag}.png"), grid(list(pmasks)))
 
 
 if __name__ == "__main__":

@@ -8,27 +8,38 @@ Unseen regions
 --------------
 When the head turns, parts of the face the source camera never saw (or saw
 only at a grazing angle, where one texel is smeared over many pixels) come
-into view. Texture is chosen **per triangle**, from one of three sources:
+into view. Texture is chosen **per triangle**, from one of three sources.
+With ``q`` = cos of the angle between a triangle's outward normal and its
+line of sight to the source camera (-1 if a vertex is not
+``record.visible``, or has a neighbour that faces the camera yet is not
+visible: just behind an occlusion boundary a triangle can be partly hidden
+though its vertices are seen), and
+``q'`` the same for the left/right mirror-symmetric triangle
+(``record.mirror``; the canonical mesh is symmetric):
 
-1. *own*: the triangle's own texels, when all three vertices are
-   ``record.visible`` and the triangle faces the source camera with
-   ``cos >= GRAZING_COS`` (angle between its normal and the line of sight).
-2. *mirror*: the texels of the left/right mirror-symmetric triangle
-   (``record.mirror``; the canonical mesh is symmetric), when that triangle
-   qualifies as in 1. and either the triangle itself does not, or the mirror
-   faces the source camera clearly better (``cos`` larger by
-   ``MIRROR_MARGIN``). The margin makes the choice depend on a smooth
-   function of the geometry, so the mirrored region is one contiguous patch
-   on the far side of a turned face rather than a scatter of triangles.
-3. *fallback*: neither qualifies (e.g. under the chin of a face seen from
+1. *mirror*: the mirror triangle's texels, when ``q' >= GRAZING_COS`` and
+   either ``q < GRAZING_COS`` (unseen or edge-on), or the triangle is seen
+   obliquely (``q < MIRROR_BELOW_COS``) and its mirror clearly better
+   (``q' >= q + MIRROR_MARGIN``). Triangles of the eyes (inside the dlib
+   eye contours 36-41 / 42-47, slightly enlarged) are mirrored only in the
+   first case: a mirrored eye would carry the other eye's iris, mirrored, and
+   so contradict the gaze label.
+2. *own*: otherwise, when ``q >= GRAZING_COS``: the triangle's own texels.
+3. *fallback*: neither is usable (e.g. under the chin of a face seen from
    above). The triangle is painted flat with the colour at the texel centroid
-   of the nearest (3D centroid distance) triangle of kind 1. or 2.; so it is
-   always skin from nearby, never stretched background or hair.
+   of the nearest (3D centroid distance) triangle of kind 1 or 2 that faced
+   the camera well (``q >= DONOR_COS``; any of kind 1 or 2 if there is none);
+   so it is skin from nearby, never stretched background or hair.
 
-Vertices are unwelded where triangles of different kinds meet (and for every
-fallback triangle), so no triangle interpolates between a seen texel and a
-mirrored one. Within one kind, shared vertices stay welded and the texture is
-continuous. ``RenderMesh.seen`` is 1 on vertices of kind 1 and 0 otherwise.
+Both thresholds on ``q`` select regions bounded by smooth iso-lines of the
+geometry, and where both sources are usable a triangle then follows the
+majority of its three edge neighbours (``SMOOTHING_PASSES`` times), so the
+mirrored texture is one contiguous patch on the far side of a turned face,
+not a scatter of triangles. Vertices are unwelded where
+triangles of different kinds meet (and for every fallback triangle), so no
+triangle interpolates between a seen texel and a mirrored one; within one
+kind, shared vertices stay welded and the texture is continuous.
+``RenderMesh.seen`` is 1 on vertices of kind 2 (own) and 0 otherwise.
 
 Face mask
 ---------
@@ -53,13 +64,23 @@ from recon.record import ReconRecord
 
 #: A triangle whose normal is more than acos(0.1) = 84 degrees from the line of sight counts as unseen.
 GRAZING_COS = 0.1
-#: The mirror triangle replaces a seen one when its cos is larger by at least this much.
-MIRROR_MARGIN = 0.35
+#: Seen more obliquely than acos(0.3) = 73 degrees, a triangle may take its mirror's texels ...
+MIRROR_BELOW_COS = 0.3
+#: ... when the mirror's cos is larger by at least this much.
+MIRROR_MARGIN = 0.2
+#: Fallback triangles copy the colour of the nearest triangle seen at least this squarely (60 degrees).
+DONOR_COS = 0.5
+#: Passes of neighbour-majority smoothing of the own/mirror choice.
+SMOOTHING_PASSES = 2
+#: Eye triangles: centroid inside the eye contour scaled by this factor about the contour's centre.
+EYE_SCALE = 1.25
 
 KIND_OWN, KIND_MIRROR, KIND_FALLBACK = 0, 1, 2
 
 #: dlib indices of the face outline: jaw 0..16, then the eyebrows from 26 back to 17.
 FACE_OUTLINE = (*range(17), *range(26, 16, -1))
+#: dlib indices of the two eye contours.
+EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
 
 
 @dataclass(frozen=True)
@@ -119,10 +140,8 @@ def face_region_distance(record: ReconRecord) -> NDArray[np.float64]:
     the triangles and keeping the positive side cuts the mask along the
     outline itself rather than along triangle edges.
     """
-    R = np.asarray(record.head_rotation, dtype=np.float64)
-    t = np.asarray(record.head_translation, dtype=np.float64)
-    pts = ((np.asarray(record.vertices, dtype=np.float64) - t) @ R)[:, :2]  # R^T (v - t), row-wise
-    poly = ((np.asarray(record.landmarks_3d, dtype=np.float64) - t) @ R)[list(FACE_OUTLINE), :2]
+    pts = _head_frame(record, record.vertices)[:, :2]
+    poly = _head_frame(record, record.landmarks_3d)[list(FACE_OUTLINE), :2]
     a, b = poly, np.roll(poly, -1, axis=0)
     ab = b - a
     rel = pts[:, None, :] - a[None]
@@ -132,25 +151,129 @@ def face_region_distance(record: ReconRecord) -> NDArray[np.float64]:
     return np.where(inside, dist, -dist)
 
 
-def classify_triangles(record: ReconRecord, sign: float | None = None) -> NDArray[np.int8]:
-    """KIND_OWN / KIND_MIRROR / KIND_FALLBACK for each triangle (see the module docstring)."""
+def _head_frame(record: ReconRecord, points: NDArray) -> NDArray[np.float64]:
+    """Points from source-camera coordinates into the fitted head frame, R^T (p - t)."""
+    R = np.asarray(record.head_rotation, dtype=np.float64)
+    t = np.asarray(record.head_translation, dtype=np.float64)
+    return (np.asarray(points, dtype=np.float64) - t) @ R
+
+
+def eye_triangles(record: ReconRecord) -> NDArray[np.bool_]:
+    """Triangles whose centroid lies in an (enlarged) eye contour, in the head frame's frontal plane."""
+    v = np.asarray(record.vertices, dtype=np.float64)
+    centroids = _head_frame(record, v[np.asarray(record.faces)].mean(axis=1))[:, :2]
+    lm = _head_frame(record, record.landmarks_3d)[:, :2]
+    inside = np.zeros(len(centroids), dtype=bool)
+    for eye in EYES:
+        contour = lm[list(eye)]
+        centre = contour.mean(axis=0)
+        inside |= PolygonPath(centre + EYE_SCALE * (contour - centre)).contains_points(centroids)
+    return inside
+
+
+def stably_visible(
+    faces: NDArray[np.integer], visible: NDArray[np.bool_], facing: NDArray[np.bool_]
+) -> NDArray[np.bool_]:
+    """Visible vertices none of whose mesh neighbours is occluded (facing the camera, yet not visible).
+
+    A triangle just behind an occlusion boundary (e.g. the far cheek beside
+    the nose) can have three visible vertices and still be partly hidden; its
+    texels would then show the occluder. Neighbours that are hidden because
+    they face away (the far side of the nose ridge) do not count: the ridge
+    itself is in plain view.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    occluded = facing & ~visible
+    near_occluded = np.zeros(len(visible), dtype=bool)
+    near_occluded[f[occluded[f].any(axis=1)].reshape(-1)] = True
+    return visible & ~near_occluded
+
+
+def triangle_quality(record: ReconRecord, sign: float | None = None) -> tuple[NDArray, NDArray]:
+    """(q, q') of the module docstring: how squarely each triangle and its mirror faced the source camera."""
     v = np.asarray(record.vertices, dtype=np.float64)
     faces = np.asarray(record.faces, dtype=np.int64)
     mirror = np.asarray(record.mirror, dtype=np.int64)
-    visible = np.asarray(record.visible, dtype=bool)
     if sign is None:
         sign = outward_sign(v, faces, record.head_rotation)
+    facing = np.einsum("ij,ij->i", sign * vertex_normals(v, faces), v) < 0
+    visible = stably_visible(faces, np.asarray(record.visible, dtype=bool), facing)
     # The mirror image of (a, b, c) is (m(a), m(b), m(c)) with the winding reversed.
     mfaces = mirror[faces][:, [0, 2, 1]]
     q_own = np.where(visible[faces].all(axis=1), _facing_cos(v, faces, sign), -1.0)
     q_mir = np.where(visible[mfaces].all(axis=1), _facing_cos(v, mfaces, sign), -1.0)
+    return q_own, q_mir
+
+
+def triangle_neighbours(faces: NDArray[np.integer]) -> NDArray[np.int64]:
+    """(F, 3): the triangle across each edge (a-b, b-c, c-a), -1 on the mesh boundary."""
+    f = np.asarray(faces, dtype=np.int64)
+    n = len(f)
+    edges = np.stack([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], axis=1).reshape(-1, 2)
+    key = np.sort(edges, axis=1)
+    key = key[:, 0] * (int(f.max()) + 1) + key[:, 1]
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    out = np.full(3 * n, -1, dtype=np.int64)
+    pair = np.flatnonzero(k[1:] == k[:-1])  # manifold: each interior edge appears twice
+    a, b = order[pair], order[pair + 1]
+    out[a], out[b] = b // 3, a // 3
+    return out.reshape(n, 3)
+
+
+def classify_triangles(record: ReconRecord, sign: float | None = None) -> NDArray[np.int8]:
+    """KIND_OWN / KIND_MIRROR / KIND_FALLBACK for each triangle (see the module docstring)."""
+    q_own, q_mir = triangle_quality(record, sign)
     own_ok = q_own >= GRAZING_COS
     mir_ok = q_mir >= GRAZING_COS
-    use_mirror = mir_ok & (~own_ok | (q_mir - q_own > MIRROR_MARGIN))
-    kinds = np.full(len(faces), KIND_FALLBACK, dtype=np.int8)
+    eyes = eye_triangles(record)
+    oblique = (q_own < MIRROR_BELOW_COS) & (q_mir >= q_own + MIRROR_MARGIN) & ~eyes
+    use_mirror = mir_ok & (~own_ok | oblique)
+    # Majority smoothing: where both sources are usable, follow two or three neighbours that agree,
+    # so no lone own triangle sits in a mirrored patch (or the reverse). Eyes keep their own texels.
+    free = own_ok & mir_ok & ~eyes
+    nb = triangle_neighbours(np.asarray(record.faces))
+    for _ in range(SMOOTHING_PASSES):
+        votes = np.where(nb >= 0, use_mirror[np.maximum(nb, 0)], False).sum(axis=1)
+        valid = (nb >= 0).sum(axis=1)
+        flip_to_mirror = free & ~use_mirror & (votes >= 2)
+        flip_to_own = free & use_mirror & (valid - votes >= 2)
+        use_mirror = (use_mirror | flip_to_mirror) & ~flip_to_own
+    kinds = np.full(len(q_own), KIND_FALLBACK, dtype=np.int8)
     kinds[own_ok & ~use_mirror] = KIND_OWN
     kinds[use_mirror] = KIND_MIRROR
     return kinds
+
+
+def occlusion_visible(verts: NDArray[np.floating], faces: NDArray[np.integer], eps: float = 1e-3) -> NDArray[np.bool_]:
+    """Vertices that face a camera at the origin and that no other triangle hides from it (ray casting).
+
+    Normals follow the winding, which must point out of the surface. Cost:
+    one ray per vertex against every triangle (vectorised; ~50 ms for the
+    template), so it is meant for tools and tests, not the render loop.
+    """
+    verts = np.asarray(verts, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    normals = vertex_normals(verts, faces)
+    facing = np.einsum("ij,ij->i", normals, verts) < 0
+    tri = verts[faces]  # (F, 3, 3)
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    d = verts[:, None, :]  # ray o = 0, direction = vertex (t = 1 at the vertex)
+    p = np.cross(d, e2[None])
+    det = np.einsum("vfj,fj->vf", p, e1)
+    ok = np.abs(det) > 1e-12
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = -tri[None, :, 0]
+    u = np.einsum("vfj,vfj->vf", np.broadcast_to(s, p.shape), p) * inv
+    q = np.cross(np.broadcast_to(s, p.shape), e1[None])
+    v = np.einsum("vfj,vfj->vf", np.broadcast_to(d, q.shape), q) * inv
+    t = np.einsum("vfj,fj->vf", q, e2) * inv
+    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > eps) & (t < 1 - eps)
+    incident = np.zeros(hit.shape, dtype=bool)
+    incident[faces[:, 0], np.arange(len(faces))] = True
+    incident[faces[:, 1], np.arange(len(faces))] = True
+    incident[faces[:, 2], np.arange(len(faces))] = True
+    return facing & ~(hit & ~incident).any(axis=1)
 
 
 def build_render_mesh(record: ReconRecord) -> RenderMesh:
@@ -163,6 +286,7 @@ def build_render_mesh(record: ReconRecord) -> RenderMesh:
         raise ValueError(f"record {record.source_file}: malformed mesh {v.shape}, {faces.shape}")
     sign = outward_sign(v, faces, record.head_rotation)
     kinds = classify_triangles(record, sign)
+    q_own, q_mir = triangle_quality(record, sign)
     n_faces = len(faces)
 
     # Texture coordinates per triangle corner.
@@ -171,7 +295,10 @@ def build_render_mesh(record: ReconRecord) -> RenderMesh:
     corner_uv[is_mirror] = uv[mirror[faces[is_mirror]]]
     fallback = np.flatnonzero(kinds == KIND_FALLBACK)
     if len(fallback):
-        donors = np.flatnonzero(kinds != KIND_FALLBACK)
+        quality = np.where(kinds == KIND_MIRROR, q_mir, q_own)
+        donors = np.flatnonzero((kinds != KIND_FALLBACK) & (quality >= DONOR_COS))
+        if not len(donors):
+            donors = np.flatnonzero(kinds != KIND_FALLBACK)
         centroids = v[faces].mean(axis=1)
         if len(donors):
             _, nearest = cKDTree(centroids[donors]).query(centroids[fallback])
