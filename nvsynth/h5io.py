@@ -9,6 +9,7 @@ ETH-XGaze's ``data_loader.py`` opens them unchanged:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,42 @@ CORE_FIELDS: tuple[Field, ...] = (
 )
 
 CORE_NAMES = tuple(f.name for f in CORE_FIELDS)
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """Rows of an image field, each already compressed as its one-row chunk (``(filter_mask, bytes)``)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[tuple[int, bytes], ...]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+_ENCODE_COUNTER = itertools.count()
+
+
+def encode_rows(fld: Field, rows: np.ndarray) -> EncodedRows:
+    """Compress the rows of image field ``fld`` exactly as :class:`H5Writer` would store them.
+
+    HDF5's own lzf filter runs on an in-memory file, so the work can be done
+    in another process (e.g. a render worker) and the writer only copies bytes.
+    """
+    if not fld.image:
+        raise ValueError(f"{fld.name} is not an image field")
+    arr = np.ascontiguousarray(rows, dtype=fld.dtype)
+    if arr.shape[1:] != fld.shape:
+        raise ValueError(f"{fld.name}: shape {arr.shape[1:]} per row, expected {fld.shape}")
+    name = f"nvsynth-encode-{os.getpid()}-{next(_ENCODE_COUNTER)}"
+    zeros = (0,) * len(fld.shape)
+    with h5py.File(name, "w", driver="core", backing_store=False) as f:
+        if len(arr) == 0:
+            return EncodedRows(fld.shape, fld.dtype, ())
+        ds = f.create_dataset("rows", data=arr, chunks=(1, *fld.shape), compression="lzf")
+        chunks = tuple(ds.id.read_direct_chunk((i, *zeros)) for i in range(len(arr)))
+    return EncodedRows(fld.shape, fld.dtype, tuple((int(m), bytes(b)) for m, b in chunks))
 
 
 def partial_path(final: Path) -> Path:
@@ -134,8 +171,12 @@ class H5Writer:
         assert self._f is not None
         return self._f[name][: self.rows]
 
-    def append(self, batch: Mapping[str, np.ndarray | Sequence[str]]) -> None:
-        """Append rows; every field must be present with the schema's shape."""
+    def append(self, batch: Mapping[str, np.ndarray | Sequence[str] | EncodedRows]) -> None:
+        """Append rows; every field must be present with the schema's shape.
+
+        An image field may come as :class:`EncodedRows` (chunks compressed
+        elsewhere by :func:`encode_rows`); they are stored as they are.
+        """
         assert self._f is not None, "writer is closed"
         if set(batch) != self._names:
             missing = self._names - set(batch)
@@ -145,10 +186,18 @@ class H5Writer:
         start = self.rows
         for fld in self.fields:
             data = batch[fld.name]
+            ds = self._f[fld.name]
+            if isinstance(data, EncodedRows):
+                if not fld.image or data.shape != fld.shape or data.dtype != fld.dtype or len(data) != n:
+                    raise ValueError(f"{fld.name}: encoded rows {len(data)} x {data.shape} {data.dtype} do not fit")
+                ds.resize(start + n, axis=0)
+                zeros = (0,) * len(fld.shape)
+                for i, (mask, chunk) in enumerate(data.chunks):
+                    ds.id.write_direct_chunk((start + i, *zeros), chunk, mask)
+                continue
             arr = np.asarray(list(data), dtype=object) if fld.dtype == "str" else np.asarray(data, dtype=fld.dtype)
             if arr.shape != (n, *fld.shape):
                 raise ValueError(f"{fld.name}: shape {arr.shape}, expected {(n, *fld.shape)}")
-            ds = self._f[fld.name]
             ds.resize(start + n, axis=0)
             ds[start : start + n] = arr
         self._f.attrs[ROWS_ATTR] = start + n

@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -53,7 +54,7 @@ from tqdm import tqdm
 from nvsynth import __version__
 from nvsynth.config import Config
 from nvsynth.errors import UserError
-from nvsynth.h5io import CORE_FIELDS, Field, H5Writer, partial_path
+from nvsynth.h5io import CORE_FIELDS, EncodedRows, Field, H5Writer, encode_rows, partial_path
 from nvsynth.mpii import SUBJECT_RE
 from nvsynth.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
 from recon.record import ReconRecord
@@ -68,12 +69,15 @@ POSE_FIELDS: tuple[Field, ...] = (
     Field("pose_attempts", (), "int32", "target draws until the view was within render.max_pose_deg"),
 )
 FIELDS: tuple[Field, ...] = (*CORE_FIELDS, *POSE_FIELDS, *APPEARANCE_FIELDS)
+_FIELD = {f.name: f for f in FIELDS}
 MANIFEST = "manifest.json"
 #: Attributes this module adds to every subject file (besides contracts.md's).
 PROGRESS_ATTR = "progress_frame"
 SKIPS_ATTR = "skipped_views"
 #: Sources in flight per worker (bounds memory; 2 keeps every worker busy).
 IN_FLIGHT_PER_WORKER = 2
+#: Rows buffered before one h5 append (per-append overhead is ~10 ms for the 20 datasets).
+WRITE_ROWS = 64
 
 
 # -- sources -------------------------------------------------------------------------
@@ -139,7 +143,7 @@ class SourceResult:
     columns: dict[str, Any] | None  # None when no view was rendered
     skips: list[dict[str, Any]] = field(default_factory=list)
     gl_renderer: str = ""
-    seconds: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, worker side
 
     @property
     def rows(self) -> int:
@@ -167,10 +171,7 @@ class SourceRenderer:
 
     def __call__(self, task: tuple[str, Source]) -> SourceResult:
         subject, source = task
-        t0 = time.perf_counter()
-        result = self.render_source(subject, source)
-        result.seconds = time.perf_counter() - t0
-        return result
+        return self.render_source(subject, source)
 
     def render_source(self, subject: str, source: Source) -> SourceResult:
         from render.compose import finish_views
@@ -179,6 +180,7 @@ class SourceRenderer:
         cfg = self.spec.cfg.render
         seed = self.spec.seed
         frame = source.frame_index
+        lap = _Laps()
 
         def skip_all(reason: str) -> SourceResult:
             return SourceResult(frame, None, [_skip(subject, frame, -1, "", reason)])
@@ -192,6 +194,7 @@ class SourceRenderer:
         if image is None:
             return skip_all(f"source image not found or unreadable: {image_path}")
         src = normalize_record(record)
+        lap("load")
 
         views: list[View] = []
         kept: list[int] = []
@@ -207,17 +210,25 @@ class SourceRenderer:
             kept.append(v)
             attempts.append(s.attempts)
         if not views:
-            return SourceResult(frame, None, skips, self.gl_renderer)
+            return SourceResult(frame, None, skips, self.gl_renderer, lap.seconds)
 
         app_rngs = [view_rng(seed, subject, frame, v, STREAM_APPEARANCE) for v in kept]
         params = [sample_appearance(r, cfg, len(self.backgrounds)) for r in app_rngs]
+        lap("sample")
         mesh = build_render_mesh(record)
+        lap("mesh")
         batch = self.renderer.render(image, mesh, np.stack([vw.transform for vw in views]), [p.light for p in params])
+        lap("render")
         patches, masks = finish_views(batch, params, self.backgrounds, app_rngs)
+        lap("compose")
+        # compressed here, in the worker, so that the writer only copies bytes
+        patch_rows = encode_rows(_FIELD["face_patch"], patches)
+        mask_rows = encode_rows(_FIELD["face_mask"], masks)
+        lap("encode")
         n = len(views)
         columns: dict[str, Any] = {
-            "face_patch": patches,
-            "face_mask": masks,
+            "face_patch": patch_rows,
+            "face_mask": mask_rows,
             "face_gaze": np.array([vw.face_gaze for vw in views], dtype=np.float32),
             "face_head_pose": np.array([vw.face_head_pose for vw in views], dtype=np.float32),
             "rotation_matrix": np.array([vw.rotation_matrix for vw in views], dtype=np.float32),
@@ -230,7 +241,20 @@ class SourceRenderer:
             "pose_attempts": np.array(attempts, dtype=np.int32),
             **appearance_columns(params),
         }
-        return SourceResult(frame, columns, skips, self.gl_renderer)
+        return SourceResult(frame, columns, skips, self.gl_renderer, lap.seconds)
+
+
+class _Laps:
+    """Wall time per named stage: each call charges the time since the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._t
+        self._t = now
 
 
 def _skip(subject: str, frame: int, view: int, source_file: str, reason: str) -> dict[str, Any]:
@@ -245,11 +269,14 @@ _WORKER_ERROR = ""
 def _worker_init(spec: RunSpec, backgrounds: Any) -> None:
     """Pool initializer: ignore SIGINT (the parent handles it), then build this process's renderer.
 
-    A failure is kept and reported by the first task: an initializer that
-    raises would make the pool respawn the worker forever.
+    A failure is kept and reported, with its message, by the first task
+    (an initializer that raises only says the pool is broken).
     """
     global _WORKER, _WORKER_ERROR
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Several workers already use every core: one llvmpipe thread each avoids oversubscription
+    # (read by Mesa when the GL context is made, on the first render; a user setting wins).
+    os.environ.setdefault("LP_NUM_THREADS", "1")
     try:
         _WORKER = SourceRenderer(spec, backgrounds)
     except Exception as err:
@@ -263,14 +290,14 @@ def _worker_render(task: tuple[str, Source]) -> SourceResult:
 
 
 def ordered_map(submit: Callable[[Any], Any], tasks: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Results of ``submit(task).get()`` in task order, with at most ``depth`` tasks in flight."""
+    """Results of ``submit(task).result()`` in task order, with at most ``depth`` tasks in flight."""
     pending: deque[Any] = deque()
     for task in tasks:
         pending.append(submit(task))
         if len(pending) >= depth:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
     while pending:
-        yield pending.popleft().get()
+        yield pending.popleft().result()
 
 
 # -- writing -----------------------------------------------------------------------------
@@ -297,8 +324,20 @@ class _Interrupt:
         signal.signal(signal.SIGINT, self._previous)
 
 
-def _empty_columns() -> dict[str, Any]:
-    return {f.name: ([] if f.dtype == "str" else np.zeros((0, *f.shape), dtype=f.dtype)) for f in FIELDS}
+def concat_columns(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The rows of several sources as one batch (zero rows when ``parts`` is empty)."""
+    out: dict[str, Any] = {}
+    for f in FIELDS:
+        cols = [p[f.name] for p in parts]
+        if cols and all(isinstance(c, EncodedRows) for c in cols):
+            out[f.name] = EncodedRows(f.shape, f.dtype, tuple(chunk for c in cols for chunk in c.chunks))
+        elif f.dtype == "str":
+            out[f.name] = [v for c in cols for v in c]
+        elif cols:
+            out[f.name] = np.concatenate([np.asarray(c, dtype=f.dtype) for c in cols])
+        else:
+            out[f.name] = np.zeros((0, *f.shape), dtype=f.dtype)
+    return out
 
 
 def run_hash(cfg: Config) -> str:
@@ -411,6 +450,12 @@ class _Run:
         self.gl_renderer: str | None = None
         self.pattern: Pattern | None = None
         self.status = "running"
+        self.timing: dict[str, float] = {}  # worker stages (summed over workers), main-side write/wait
+        self.first_result_s: float | None = None
+
+    def charge(self, seconds: dict[str, float]) -> None:
+        for k, v in seconds.items():
+            self.timing[k] = self.timing.get(k, 0.0) + v
 
     def manifest(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.t0
@@ -436,6 +481,10 @@ class _Run:
             "skips": [s for r in self.reports.values() for s in r.skips],
             "elapsed_s": round(elapsed, 3),
             "images_per_s": round(rendered / elapsed, 2) if elapsed > 0 else None,
+            "timing_s": {
+                "first_result": None if self.first_result_s is None else round(self.first_result_s, 3),
+                **{k: round(v, 3) for k, v in sorted(self.timing.items())},
+            },
         }
 
     def save_manifest(self) -> None:
@@ -472,21 +521,25 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
     spec = RunSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=state.pattern, raw_root=raw_root)
     workers = int(cfg.render.workers)
-    pool = None
+    pool: ProcessPoolExecutor | None = None
     local: SourceRenderer | None = None
     with _Interrupt() as stop:
         try:
             if workers > 1:
-                ctx = mp.get_context("spawn")
-                pool = ctx.Pool(workers, initializer=_worker_init, initargs=(spec, backgrounds))
+                # 'spawn': each worker starts clean and makes its own GL context in _worker_init.
+                pool = ProcessPoolExecutor(
+                    workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(spec, backgrounds)
+                )
+                executor = pool
 
                 def submit(task: Any) -> Any:
-                    return pool.apply_async(_worker_render, (task,))
+                    return executor.submit(_worker_render, task)
             else:
                 local = SourceRenderer(spec, backgrounds)
+                renderer = local
 
                 def submit(task: Any) -> Any:
-                    return _Done(local(task))
+                    return _Done(renderer(task))
 
             for name, sources in plan:
                 _render_subject(state, name, sources, submit, workers * IN_FLIGHT_PER_WORKER, stop)
@@ -499,8 +552,7 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
             raise
         finally:
             if pool is not None:
-                pool.terminate()
-                pool.join()
+                pool.shutdown(wait=True, cancel_futures=True)  # at most one source per worker is finishing
             if local is not None:
                 local.renderer.release()
     done = sum(r.rows_this_run for r in state.reports.values())
@@ -514,11 +566,11 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
 
 @dataclass
 class _Done:
-    """An already computed result with the AsyncResult interface (in-process rendering)."""
+    """An already computed result with the Future interface (in-process rendering)."""
 
     value: Any
 
-    def get(self) -> Any:
+    def result(self) -> Any:
         return self.value
 
 
@@ -557,21 +609,42 @@ def _render_subject(
         todo = [s for s in sources if s.frame_index > done_frame]
         total = len(todo) * cfg.render.views
         bar = tqdm(total=total, unit="img", desc=subject, dynamic_ncols=True, mininterval=0.5, leave=True)
+        pending: list[SourceResult] = []
+
+        def write_pending() -> None:
+            """One append (with the progress marker) for the buffered sources: fewer, larger h5 writes."""
+            if not pending:
+                return
+            writer.set_attrs(
+                {PROGRESS_ATTR: int(pending[-1].frame_index), SKIPS_ATTR: json.dumps(list(skips.values()))}
+            )
+            writer.append(concat_columns([r.columns for r in pending if r.columns is not None]))
+            report.rows = writer.rows
+            report.skips = list(skips.values())
+            pending.clear()
+
         try:
             tasks = ((subject, s) for s in todo)
+            t_wait = time.perf_counter()
             for result in ordered_map(submit, tasks, max(1, depth)):
+                t_got = time.perf_counter()
+                if state.first_result_s is None:
+                    state.first_result_s = t_got - state.t0
+                state.charge({"main_wait": t_got - t_wait, **{f"worker_{k}": v for k, v in result.seconds.items()}})
                 if result.gl_renderer and not state.gl_renderer:
                     state.gl_renderer = result.gl_renderer
                 for s in result.skips:
                     skips[(s["frame_index"], s["view_index"])] = s
-                writer.set_attrs({PROGRESS_ATTR: int(result.frame_index), SKIPS_ATTR: json.dumps(list(skips.values()))})
-                writer.append(result.columns if result.columns is not None else _empty_columns())
+                pending.append(result)
                 report.rows_this_run += result.rows
-                report.rows = writer.rows
-                report.skips = list(skips.values())
+                if sum(r.rows for r in pending) >= WRITE_ROWS or stop.requested:
+                    write_pending()
                 bar.update(cfg.render.views)
+                t_wait = time.perf_counter()
+                state.charge({"main_write": t_wait - t_got})
                 if stop.requested:
                     raise KeyboardInterrupt
+            write_pending()
         finally:
             bar.close()
         report.skips = list(skips.values())

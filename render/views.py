@@ -121,8 +121,7 @@ def make_view(source: NormalizedSource, target: ArrayLike, landmarks_3d: ArrayLi
     c = FACE_CENTER_NORM
     turned = rigid_matrix(rot, c - rot @ c)
     H_turned = rot @ source.head_rotation
-    down = np.cross(c / np.linalg.norm(c), H_turned[:, 0])
-    if np.linalg.norm(down) < 1e-9:  # the head's x axis along the optical axis: no defined roll
+    if np.hypot(H_turned[0, 0], H_turned[1, 0]) < 1e-9:  # head x axis along the optical axis: roll undefined
         return None
     renorm = geometry.normalizing_rotation(c, H_turned)
     rotation = renorm @ rot
