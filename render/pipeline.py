@@ -31,12 +31,14 @@ Run control
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing as mp
 import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -91,20 +93,30 @@ class Source:
     frame_index: int
 
 
-def list_sources(obj_root: Path, subject: str, limit: int | None = None) -> list[Source]:
-    """The subject's recon records sorted by frame index (then path); the first ``limit`` of them."""
+def list_sources(obj_root: Path, subject: str, limit: int | None = None) -> tuple[list[Source], list[dict[str, Any]]]:
+    """The subject's recon records in frame order (the first ``limit``), and skips for unreadable ones.
+
+    Only each record's ``frame_index`` is read here. Two records with the same
+    frame index are an error (the folder mixes two recon runs).
+    """
     folder = Path(obj_root) / subject
-    paths = [p for p in folder.rglob("*.npz") if not p.name.endswith(".tmp.npz")] if folder.is_dir() else []
-    sources = []
+    paths = sorted(p for p in folder.rglob("*.npz") if not p.name.endswith(".tmp.npz")) if folder.is_dir() else []
+    sources: list[Source] = []
+    bad: list[dict[str, Any]] = []
     for p in paths:
         try:
             with np.load(p, allow_pickle=False) as z:
                 frame = int(z["frame_index"])
-        except (OSError, KeyError, ValueError) as err:
-            raise UserError(f"{p}: not a readable recon record ({str(err).splitlines()[0]})") from None
+        except (OSError, KeyError, ValueError, EOFError) as err:
+            reason = f"unreadable recon record {p} ({(str(err).splitlines() or [type(err).__name__])[0]})"
+            bad.append(_skip(subject, -1, -1, str(p.relative_to(obj_root)), reason))
+            continue
         sources.append(Source(p, frame))
     sources.sort(key=lambda s: (s.frame_index, str(s.path)))
-    return sources if limit is None else sources[: max(0, limit)]
+    for a, b in itertools.pairwise(sources):
+        if a.frame_index == b.frame_index:
+            raise UserError(f"recon records {a.path} and {b.path} have the same frame index {a.frame_index}")
+    return (sources if limit is None else sources[: max(0, limit)]), bad
 
 
 def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
@@ -257,6 +269,10 @@ class _Laps:
         self._t = now
 
 
+def _skip_key(s: dict[str, Any]) -> tuple[int, int, str]:
+    return (int(s["frame_index"]), int(s["view_index"]), str(s["source_file"]))
+
+
 def _skip(subject: str, frame: int, view: int, source_file: str, reason: str) -> dict[str, Any]:
     return {"subject": subject, "frame_index": int(frame), "view_index": int(view), "source_file": source_file,
             "reason": reason}  # fmt: skip
@@ -311,8 +327,9 @@ class _Interrupt:
         self._previous: Any = None
 
     def __enter__(self) -> _Interrupt:
-        self._previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -321,7 +338,8 @@ class _Interrupt:
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def concat_columns(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -502,19 +520,29 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     obj_root, raw_root = Path(cfg.data.mpii.obj), Path(cfg.data.mpii.raw)
     outdir = Path(outdir)
     names = select_subjects(obj_root, subjects)
-    plan: list[tuple[str, list[Source]]] = []
+    plan: list[tuple[str, list[Source], list[dict[str, Any]]]] = []
+    empty: list[str] = []
     for name in names:
-        sources = list_sources(obj_root, name, limit)
+        sources, bad = list_sources(obj_root, name, limit)
         if not sources:
-            raise UserError(f"subject {name}: no recon records under {obj_root / name}: run `nvsynth recon` first")
+            message = f"subject {name}: no recon records under {obj_root / name}: run `nvsynth recon` first"
+            if subjects:  # named on the command line: an error
+                raise UserError(message)
+            print(f"nvsynth render: skipping {message}", file=sys.stderr)
+            empty.append(name)
+            continue
         final = outdir / f"{name}.h5"
         if final.exists() and not resume:
             raise UserError(f"{final} exists: pass --resume to skip finished subjects, or remove it")
         if resume and (final.exists() or partial_path(final).exists()):
             _check_compatible(final if final.exists() else partial_path(final), file_attrs(cfg, name))
-        plan.append((name, sources))
+        plan.append((name, sources, bad))
+    if not plan:
+        raise UserError(f"no recon records under {obj_root}: run `nvsynth recon` first")
 
     state = _Run(cfg, outdir, resume)
+    for name in empty:
+        state.reports[name] = SubjectReport(status="no-records")
     state.pattern = load_pattern(cfg)  # read once per run
     from render.backgrounds import BackgroundSource
 
@@ -526,7 +554,8 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     with _Interrupt() as stop:
         try:
             if workers > 1:
-                # 'spawn': each worker starts clean and makes its own GL context in _worker_init.
+                # 'spawn': each worker starts clean; its renderer (made by _worker_init) creates the
+                # GL context in that process, on its first render.
                 pool = ProcessPoolExecutor(
                     workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(spec, backgrounds)
                 )
@@ -541,8 +570,8 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
                 def submit(task: Any) -> Any:
                     return _Done(renderer(task))
 
-            for name, sources in plan:
-                _render_subject(state, name, sources, submit, workers * IN_FLIGHT_PER_WORKER, stop)
+            for name, sources, bad in plan:
+                _render_subject(state, name, sources, bad, submit, workers * IN_FLIGHT_PER_WORKER, stop)
                 state.save_manifest()
             state.status = "finished"
             state.save_manifest()
@@ -578,6 +607,7 @@ def _render_subject(
     state: _Run,
     subject: str,
     sources: Sequence[Source],
+    unreadable: Sequence[dict[str, Any]],
     submit: Callable[[Any], Any],
     depth: int,
     stop: _Interrupt,
@@ -602,7 +632,7 @@ def _render_subject(
         done_frame = int(prev.get(PROGRESS_ATTR, -1))
         if writer.rows:
             done_frame = max(done_frame, int(writer.read_column("frame_index")[-1]))
-        skips = {(s["frame_index"], s["view_index"]): s for s in _skips_of(prev)}
+        skips = {_skip_key(s): s for s in [*_skips_of(prev), *unreadable]}
         if done_frame >= 0:
             report.status = "resumed"
         report.rows = writer.rows
@@ -634,7 +664,7 @@ def _render_subject(
                 if result.gl_renderer and not state.gl_renderer:
                     state.gl_renderer = result.gl_renderer
                 for s in result.skips:
-                    skips[(s["frame_index"], s["view_index"])] = s
+                    skips[_skip_key(s)] = s
                 pending.append(result)
                 report.rows_this_run += result.rows
                 if sum(r.rows for r in pending) >= WRITE_ROWS or stop.requested:

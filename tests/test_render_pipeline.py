@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,3 +287,21 @@ def test_encoded_rows_store_the_same_bytes_as_plain_rows(tmp_path: Path) -> None
             for i in range(n):
                 zeros = (0,) * (a[k].ndim - 1)
                 assert a[k].id.read_direct_chunk((i, *zeros)) == b[k].id.read_direct_chunk((i, *zeros))
+
+
+def test_unreadable_records_and_empty_subjects_are_skipped_and_recorded(
+    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw, obj = small
+    copy = tmp_path / "obj"
+    shutil.copytree(obj, copy)
+    (copy / "p00" / "day01" / "9999.npz").write_bytes(b"not a zip file")
+    (copy / "p05").mkdir()
+    assert run(_cfg(raw, copy, views=2), tmp_path / "out") == 0  # all subjects: the empty one is skipped
+    assert "skipping subject p05: no recon records" in capsys.readouterr().err
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["subjects"]["p05"]["status"] == "no-records"
+    assert m["subjects"]["p00"]["rows"] == 6 and m["subjects"]["p00"]["sources_skipped"] == 1
+    (bad,) = m["skips"]
+    assert bad["source_file"] == "p00/day01/9999.npz" and "unreadable recon record" in bad["reason"]
+    assert not (tmp_path / "out" / "p05.h5").exists()
