@@ -11,19 +11,30 @@ Run control
   view, stream)``, so the output is identical across runs and worker counts.
 * ``--workers N`` (N > 1) renders in N 'spawn' processes, each with its own
   :class:`~render.gl.FaceRenderer` made by the pool's initializer (so the GL
-  context is created after the process starts); N = 1 renders in-process.
+  context is created after the process starts) and one llvmpipe thread;
+  N = 1 renders in-process. Workers also lzf-compress the image rows
+  (:func:`nvsynth.h5io.encode_rows`), so the writer only copies bytes.
 * Each subject is written to ``<subject>.h5.partial`` and renamed when
-  complete. After every source the file is flushed with a progress marker
-  (attribute ``progress_frame``), so an interrupted subject can be finished.
-* SIGINT (Ctrl-C) stops after the source being written: the partial file
-  stays, no final file appears for that subject, ``manifest.json`` says
-  ``interrupted`` and the command exits with 130.
+  complete. Rows are appended in batches of whole sources (at least
+  ``WRITE_ROWS`` rows), each flushed with a progress marker (attribute
+  ``progress_frame``, the last source written), so an interrupted subject
+  can be finished.
+* SIGINT (Ctrl-C) writes the sources already rendered, then stops: the
+  partial file stays, no final file appears for that subject,
+  ``manifest.json`` says ``interrupted`` and the command exits with 130
+  (a second Ctrl-C stops at once; the partial keeps its last flushed rows).
 * ``--resume`` skips subjects whose final file exists and reopens a partial
   file, keeping its committed rows and continuing with the next source; it
   refuses a partial file made with another configuration, seed, pattern or
   view count. Without ``--resume`` an existing final file is an error (one
   line suggesting ``--resume`` or removing it); nothing is overwritten. A
   stale partial file is started afresh.
+* Sources that cannot be used (unreadable record, missing image) and views
+  with no head pose within ``render.max_pose_deg`` after
+  ``render.max_attempts`` draws are skipped and recorded (manifest and the
+  file attribute ``skipped_views``). A subject named with ``--subjects`` that
+  has no records is an error; without ``--subjects`` it is skipped with a
+  line and recorded.
 * ``OUTDIR/manifest.json`` (written atomically after every subject) records
   the configuration, versions, per-subject counts, skipped views and sources
   with reasons, and the elapsed time.
