@@ -61,6 +61,8 @@ def run(out: Path, config: Path | None = None) -> int:
     if rc != 0:
         return rc
     print(f"[2/3] render: {DEMO_VIEWS} views per frame -> {out / 'h5'}")
+    for stale in (out / "h5" / f"{SAMPLE_SUBJECT}.h5", out / "h5" / f"{SAMPLE_SUBJECT}.h5.partial"):
+        stale.unlink(missing_ok=True)  # the demo owns OUTDIR/h5: a re-run renders afresh
     rc = run_render(cfg, outdir=out / "h5", subjects=SAMPLE_SUBJECT, limit=None, resume=False)
     if rc != 0:
         return rc
