@@ -1,8 +1,10 @@
 """The face renderer: moderngl on a headless EGL context (Mesa llvmpipe on CPU, NVIDIA EGL on GPUs).
 
 One OpenGL context per process, created lazily by the first :meth:`FaceRenderer.render`
-in that process (never at import, never used across ``fork``: a renderer
-that finds itself in a new process makes a new context there).
+in that process (never at import). Contexts do not survive ``fork``: a
+renderer pickles to its settings only, and a process forked from one that
+already had a context refuses to render (:func:`get_context`) rather than
+hang in Mesa.
 
 Camera
 ------
@@ -28,9 +30,10 @@ costs the same CPU time as one instanced draw into an atlas.
 
 Render targets (one pass): 0 = RGBA8, the source texel (BGR) times the
 view's light and alpha = coverage; 1 = RG8, the face-mask attribute
-(a signed distance, interpolated, kept where >= 0) and the interpolated ``seen`` attribute.
+(a signed distance, interpolated, kept where >= 0) and the interpolated
+``seen`` attribute.
 The Lambert light is evaluated per vertex from the vertex normals and
-interpolated (Gouraud): the mesh is fine enough, and it is ~10% cheaper on
+interpolated (Gouraud): the mesh is fine enough, and it is cheaper on
 llvmpipe than per-fragment shading. Unlit views get exactly the texel.
 
 Texture: the source frame (BGR uint8), cropped to the bounding box of the
@@ -38,7 +41,7 @@ mesh's texture coordinates plus a margin, uploaded per call; texture
 coordinates are source pixels, turned into normalized ones in the vertex
 shader as (u + 0.5) / width. Nothing of one source outlives its
 :meth:`FaceRenderer.render` call: only the context, the program and the
-framebuffer are reused.
+framebuffers are reused.
 """
 
 from __future__ import annotations
@@ -103,11 +106,28 @@ void main() {
 _CONTEXT: tuple[int, moderngl.Context] | None = None
 
 
+class ForkedContextError(RuntimeError):
+    """This process was forked from one that had already made an EGL context."""
+
+
 def get_context() -> moderngl.Context:
-    """This process's standalone EGL context, created on first use (again after a fork)."""
+    """This process's standalone EGL context, created on first use.
+
+    Mesa keeps one driver screen per process, with llvmpipe's rasterizer
+    threads; a forked child inherits the screen but not the threads, and its
+    first readback waits for them forever. So a process forked after its
+    parent made a context cannot render: it raises :class:`ForkedContextError`
+    at once. Make renderers in the worker processes (pool initializer), or
+    start workers with ``spawn`` / ``forkserver``.
+    """
     global _CONTEXT
     pid = os.getpid()
-    if _CONTEXT is None or _CONTEXT[0] != pid:
+    if _CONTEXT is not None and _CONTEXT[0] != pid:
+        raise ForkedContextError(
+            f"process {pid} was forked from process {_CONTEXT[0]}, which had already created an EGL context; "
+            "create the renderer only in the worker processes, or use the 'spawn'/'forkserver' start method"
+        )
+    if _CONTEXT is None:
         _CONTEXT = (pid, moderngl.create_standalone_context(backend="egl"))
     return _CONTEXT[1]
 
@@ -201,11 +221,16 @@ class FaceRenderer:
         self._prog: moderngl.Program | None = None
         self._fbos: list[moderngl.Framebuffer] = []
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle the settings only: GL objects never leave their process."""
+        state = self.__dict__.copy()
+        state.update(_pid=None, _ctx=None, _prog=None, _fbos=[])
+        return state
+
     # -- GL objects ----------------------------------------------------------------
     def _ensure_context(self) -> moderngl.Context:
         pid = os.getpid()
         if self._ctx is None or self._pid != pid:
-            # Objects from a parent process belong to its context: drop them, never release them here.
             self._ctx = get_context()
             self._pid = pid
             self._prog = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
