@@ -20,9 +20,13 @@ first); millimetres throughout.
    solve.
 
 Jaw contour: dlib's 17 jaw points lie on the face's silhouette, which moves
-over the 3D surface with the pose. At every pose the jaw landmarks are
-re-assigned to the silhouette vertices (mesh outline or occluding contour)
-nearest to them in the image, on their side of the face.
+over the 3D surface with the pose. At every pose each jaw landmark is
+re-assigned to the point of the projected silhouette (mesh outline or
+occluding contour) nearest to it in the image, on its side of the face: a
+point on a silhouette edge, interpolated between its two vertices, so the fit
+does not snap the contour to the coarse mesh's vertex spacing (hand-labelled
+faces fitted to their own labels, error / outer-eye distance: breakingbad
+0.0245 -> 0.0186, einstein 0.0219 -> 0.0176, takeo 0.0175 -> 0.0120).
 """
 
 from __future__ import annotations
@@ -143,33 +147,77 @@ class FitModel:
         v = self.X0 * scale
         return v if D is None else v + D
 
-    def silhouette_vertices(self, cam: NDArray[np.float64]) -> NDArray[np.bool_]:
-        """Vertices on the image silhouette: outline edges of front faces, and front/back fold edges."""
+    def silhouette_edges(self, cam: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Edges on the image silhouette: outline edges of front faces, and front/back fold edges."""
         n = face_normals(cam, self.faces)
         centroid = cam[self.faces].mean(axis=1)
         front = np.einsum("ij,ij->i", n, centroid) < 0.0
         f0 = front[self.edge_faces[:, 0]]
         f1 = np.where(self.outline_edges, False, front[np.maximum(self.edge_faces[:, 1], 0)])
-        sil_edge = np.where(self.outline_edges, f0, f0 != f1)
+        return np.where(self.outline_edges, f0, f0 != f1)
+
+    def silhouette_vertices(self, cam: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Vertices on the image silhouette (ends of :meth:`silhouette_edges`)."""
         mask = np.zeros(len(cam), dtype=bool)
-        mask[self.edges[sil_edge].ravel()] = True
+        mask[self.edges[self.silhouette_edges(cam)].ravel()] = True
         return mask
+
+    def jaw_contour(
+        self, cam: NDArray[np.float64], proj: NDArray[np.float64], points: NDArray[np.float64]
+    ) -> LandmarkBinding:
+        """The 68 landmark points with the 17 jaw entries moved onto the silhouette.
+
+        Each jaw landmark goes to the closest point of the projected silhouette
+        (a point on a silhouette edge, on its side of the face), so the contour
+        is followed between vertices rather than in vertex-sized steps.
+        """
+        binding = LandmarkBinding.at_vertices(self.landmark_map)
+        e = self.edges[self.silhouette_edges(cam)]
+        if len(e) == 0:
+            return binding
+        allowed = self._jaw_allowed[:, e[:, 0]] & self._jaw_allowed[:, e[:, 1]]  # (17, n_e)
+        a, b = proj[e[:, 0]], proj[e[:, 1]]
+        ab = b - a
+        q = points[JAW]
+        alpha = np.einsum("mkj,kj->mk", q[:, None, :] - a[None], ab) / np.maximum(np.sum(ab * ab, axis=1), 1e-12)
+        alpha = np.clip(alpha, 0.0, 1.0)
+        d = np.sum((a[None] + alpha[:, :, None] * ab[None] - q[:, None, :]) ** 2, axis=2)
+        d = np.where(allowed, d, np.inf)
+        best = np.argmin(d, axis=1)
+        found = np.isfinite(d[JAW, best])
+        k = JAW[found]
+        binding.first[k] = e[best[found], 0]
+        binding.second[k] = e[best[found], 1]
+        binding.alpha[k] = alpha[JAW, best][found]
+        return binding
 
     def pick_jaw(
         self, cam: NDArray[np.float64], proj: NDArray[np.float64], points: NDArray[np.float64]
     ) -> NDArray[np.int64]:
-        """Landmark vertices with the 17 jaw entries moved to the nearest silhouette vertices."""
-        idx = self.landmark_map.copy()
-        sil = np.flatnonzero(self.silhouette_vertices(cam))
-        allowed = self._jaw_allowed[:, sil]  # (17, n_sil)
-        if sil.size == 0:
-            return idx
-        d = np.sum((proj[sil][None, :, :] - points[JAW][:, None, :]) ** 2, axis=2)
-        d = np.where(allowed, d, np.inf)
-        best = np.argmin(d, axis=1)
-        found = np.isfinite(d[JAW, best])
-        idx[JAW[found]] = sil[best[found]]
-        return idx
+        """Landmark vertices with the 17 jaw entries on the silhouette (the nearer end of the contour edge)."""
+        return self.jaw_contour(cam, proj, points).nearest_vertices()
+
+
+@dataclass(frozen=True)
+class LandmarkBinding:
+    """Where each landmark lies on the mesh: (1 - alpha) * V[first] + alpha * V[second]."""
+
+    first: NDArray[np.int64]  # (68,)
+    second: NDArray[np.int64]  # (68,)
+    alpha: NDArray[np.float64]  # (68,)
+
+    @classmethod
+    def at_vertices(cls, idx: ArrayLike) -> LandmarkBinding:
+        i = np.array(idx, dtype=np.int64)
+        return cls(i, i.copy(), np.zeros(len(i)))
+
+    def points(self, vertices: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The landmark points of a vertex array (V, 3) -> (68, 3)."""
+        a = self.alpha[:, None]
+        return (1.0 - a) * vertices[self.first] + a * vertices[self.second]
+
+    def nearest_vertices(self) -> NDArray[np.int64]:
+        return np.where(self.alpha <= 0.5, self.first, self.second)
 
 
 def _project(cam: NDArray[np.float64], K: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -318,31 +366,30 @@ def fit_landmarks(
     # 2. pose + anisotropic scale with priors; jaw re-picked at each stage
     sig = np.where(np.arange(68) < 17, w.jaw_sigma, w.landmark_sigma) * io
     state = _PoseScale(R, t, np.zeros(3))
-    idx = model.landmark_map.copy()
     for _ in range(2):
         cam = model.shape(state.scale) @ state.R.T + state.t
-        idx = model.pick_jaw(cam, _project(cam, K), pts)
-        state = _fit_pose_scale(model.X0[idx], pts, K, sig, state, w)
+        bind = model.jaw_contour(cam, _project(cam, K), pts)
+        state = _fit_pose_scale(bind.points(model.X0), pts, K, sig, state, w)
     Rm, tv, s = state.R, state.t, state.scale
     if not (np.all(np.isfinite(Rm)) and np.all(np.isfinite(tv)) and np.all(np.isfinite(s))) or tv[2] <= 0:
         raise FitError("pose/scale fit diverged")
     cam = model.shape(s) @ Rm.T + tv
-    idx = model.pick_jaw(cam, _project(cam, K), pts)
+    bind = model.jaw_contour(cam, _project(cam, K), pts)
 
     # 3. smooth non-rigid deformation (linear least squares in D)
     D = np.zeros_like(model.X0)
     if deform:
-        D = _deform(model, Rm, tv, s, idx, pts, K, sig)
+        D = _deform(model, Rm, tv, s, bind, pts, K, sig)
     head = model.shape(s, D)
     verts = head @ Rm.T + tv
-    lm3 = verts[idx]
+    lm3 = bind.points(verts)
     err = float(np.linalg.norm(_project(lm3, K) - pts, axis=1).mean())
     return FitResult(
         vertices=verts,
         rotation=Rm,
         translation=tv,
         scale=s,
-        landmark_vertices=idx,
+        landmark_vertices=bind.nearest_vertices(),
         landmarks_3d=lm3,
         landmarks_ideal=pts,
         reprojection_error_ideal_px=err,
@@ -355,17 +402,17 @@ def _deform(
     R: NDArray[np.float64],
     t: NDArray[np.float64],
     s: NDArray[np.float64],
-    idx: NDArray[np.int64],
+    bind: LandmarkBinding,
     pts: NDArray[np.float64],
     K: NDArray[np.float64],
     sigma_px: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Displacements D (V, 3) in the scaled head frame; see the module docstring."""
     n3 = 3 * len(model.X0)
-    P0 = (model.X0[idx] * s) @ R.T + t  # camera coordinates of the landmark vertices
+    P0 = (bind.points(model.X0) * s) @ R.T + t  # camera coordinates of the landmark points
     ray = (pts - K[[0, 1], [2, 2]]) / np.array([K[0, 0], K[1, 1]])  # normalised image coordinates
     f = 0.5 * (K[0, 0] + K[1, 1])
-    m = len(idx)
+    m = len(bind.alpha)
     # Rows a . (P0 + R D_i) = 0 with a = (1, 0, -u) and (0, 1, -v): linear in D, and equal to the
     # pixel error times z / f, so the weight f / (z sigma) makes them pixel residuals in sigma units.
     A = np.zeros((m, 2, 3))
@@ -375,9 +422,12 @@ def _deform(
     wk = (f / (P0[:, 2] * sigma_px))[:, None]
     coef = (A @ R) * wk[:, :, None]  # (a^T R) = d/dD_i
     rhs = -np.einsum("mij,mj->mi", A, P0) * wk
-    rows = np.repeat(np.arange(2 * m), 3)
-    cols = (3 * np.repeat(idx, 2)[:, None] + np.arange(3)).ravel()
-    J = sp.csr_matrix((coef.ravel(), (rows, cols)), shape=(2 * m, n3))
+    # a landmark point is (1 - alpha) V[first] + alpha V[second]: its rows touch both vertices
+    wa = np.repeat(1.0 - bind.alpha, 2)[:, None] * coef.reshape(2 * m, 3)
+    wb = np.repeat(bind.alpha, 2)[:, None] * coef.reshape(2 * m, 3)
+    rows = np.tile(np.repeat(np.arange(2 * m), 3), 2)
+    cols = np.concatenate([(3 * np.repeat(v, 2)[:, None] + np.arange(3)).ravel() for v in (bind.first, bind.second)])
+    J = sp.csr_matrix((np.concatenate([wa.ravel(), wb.ravel()]), (rows, cols)), shape=(2 * m, n3))
     r = rhs.ravel()
     # (B + J^T J)^-1 J^T r = B^-1 J^T (I + J B^-1 J^T)^-1 r
     G = (J @ model._B_inv).T  # B^-1 J^T, (3V, m)
