@@ -57,7 +57,9 @@ class FitWeights:
     jaw_sigma: float = 0.04  # jaw points are noisier (and discretised on the silhouette)
     scale_sigma: float = 0.10  # prior spread of the template's x and y scales
     depth_sigma: float = 0.02  # prior spread of log(sz / sx): keeps the depth-to-width ratio
-    laplacian: float = 1.0  # weight of |L D|^2 (mm^-2)
+    # weight of |L D|^2 (mm^-2); 0.25 lets the mesh follow the landmarks to ~0.007 of the outer-eye
+    # distance on the labelled faces (1.0 left 0.015 and pulled brows and nose off the detections)
+    laplacian: float = 0.25
     depth_displacement: float = 4.0  # weight of |D_z|^2 (mm^-2), keeps the metric depth profile
     ridge: float = 1e-3  # weight of |D|^2 (mm^-2), makes the system definite
     jaw_region_margin_mm: float = 10.0  # jaw candidates start this far above the highest jaw vertex

@@ -91,7 +91,7 @@ def test_round_trip_noiseless_is_exact(model: FitModel) -> None:
 
 @pytest.mark.parametrize("name", ["breakingbad", "takeo", "einstein"])
 def test_fit_to_hand_labels(shared: Path, model: FitModel, name: str) -> None:
-    """The mesh can take real faces: fitted to the labels, its 68 projected landmarks stay within 0.05."""
+    """The mesh can take real faces: fitted to the labels themselves, its projected landmarks stay within 0.02."""
     img = cv2.imread(str(shared / "faces" / FACES[name]))
     truth = read_pts(shared / "faces" / f"{name}.pts")
     cam = photo_camera(img, truth, model)
@@ -99,13 +99,22 @@ def test_fit_to_hand_labels(shared: Path, model: FitModel, name: str) -> None:
     err = normalized_error(cam.project(fit.landmarks_3d), truth)
     ratio = fit.depth_ratio / TEMPLATE_DEPTH_RATIO
     print(f"{name}: fitted-to-labels error {err:.4f}, depth ratio {ratio:.3f} of the template's")
-    assert err <= 0.05
+    assert err <= 0.02
     assert abs(ratio - 1.0) <= 0.15
+
+
+#: Acceptance (issue 3): the fitted mesh's projected 68 landmarks, real pipeline (detections).
+FIT_LIMIT = {"breakingbad": 0.05, "takeo": 0.05}
 
 
 @pytest.mark.parametrize("name", ["breakingbad", "takeo", "einstein"])
 def test_detect_then_fit(shared: Path, model: FitModel, landmarker: DlibLandmarker, name: str) -> None:
-    """The whole chain on real photos: the fit follows the detections and keeps a plausible depth."""
+    """The real pipeline on the labelled photos: dlib landmarks in the six-point box, then the fit.
+
+    The fitted mesh's projected landmarks are within 0.05 of the hand labels on breakingbad
+    and takeo (einstein has no such bound), they follow the detections closely, and the depth
+    stays plausible.
+    """
     img = cv2.imread(str(shared / "faces" / FACES[name]))
     truth = read_pts(shared / "faces" / f"{name}.pts")
     cam = photo_camera(img, truth, model)
@@ -116,8 +125,9 @@ def test_detect_then_fit(shared: Path, model: FitModel, landmarker: DlibLandmark
     follow = normalized_error(projected, lms.points)
     ratio = fit.depth_ratio / TEMPLATE_DEPTH_RATIO
     print(f"{name}: detector {det_err:.4f}, fitted mesh {fit_err:.4f} (vs detections {follow:.4f}), depth {ratio:.3f}")
-    assert follow <= 0.04
-    assert fit_err <= det_err + 0.01
+    assert fit_err <= FIT_LIMIT.get(name, det_err + 0.01)
+    assert fit_err <= det_err + 0.005
+    assert follow <= 0.02
     assert abs(ratio - 1.0) <= 0.15
 
 
@@ -152,6 +162,25 @@ def test_jaw_follows_the_silhouette(model: FitModel) -> None:
     assert outline[picks[0.0]].all()
     far_side_moved = ~outline[picks[40.0][:8]]
     assert far_side_moved.sum() >= 3
+
+
+def test_jaw_binds_between_vertices(model: FitModel) -> None:
+    """A jaw point halfway along a silhouette edge binds to that edge point, not to a vertex."""
+    V = model.X0 @ rot_y(np.radians(25.0)).T + np.array([0.0, 0.0, 600.0])
+    proj = CAMERA.project(V, distort=False)
+    on_vertices = model.jaw_contour(V, proj, proj[model.landmark_map])
+    # targets at the midpoints of the silhouette edges the mapped jaw points were bound to
+    targets = proj[model.landmark_map].copy()
+    targets[JAW] = 0.5 * (proj[on_vertices.first[JAW]] + proj[on_vertices.second[JAW]])
+    edge_px = np.linalg.norm(proj[on_vertices.first[JAW]] - proj[on_vertices.second[JAW]], axis=1)
+    assert np.all(edge_px > 1.0)
+    mid = model.jaw_contour(V, proj, targets)
+    np.testing.assert_allclose(mid.points(proj)[JAW], targets[JAW], atol=1e-6)
+    np.testing.assert_allclose(mid.alpha[JAW], 0.5, atol=1e-6)
+    sil = model.silhouette_vertices(V)
+    assert sil[mid.first[JAW]].all() and sil[mid.second[JAW]].all()
+    # interior landmarks stay on their mapped vertices
+    np.testing.assert_array_equal(mid.nearest_vertices()[17:], model.landmark_map[17:])
 
 
 @pytest.mark.parametrize("steps", [1, 2])
