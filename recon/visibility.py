@@ -8,7 +8,14 @@ triangle-id image of the face's bounding box. A vertex is visible when
   the vertex there (depth of that triangle's plane along the vertex's ray), and
 * its surface is not seen at a grazing angle: the angle between the vertex
   normal and the ray to the camera is below ``max_angle_deg``. Texels of
-  grazing surface are stretched smears of the image, so they count as unseen.
+  grazing surface are stretched smears of the image, so they count as unseen,
+* and it is not just beside an occlusion silhouette: where surface hides a
+  vertex from at least ``gap_mm`` in front of it (the nose in front of the far
+  cheek, not a shallow crease such as the nostril base or the lip corners,
+  whose gaps are a few mm), the visible vertices within ``margin_mm`` of the
+  hidden one count as unseen too: with a fit error of a few pixels their
+  texels may show the occluder (nose texels painted onto the cheek when the
+  head turns).
 """
 
 from __future__ import annotations
@@ -16,9 +23,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.spatial import cKDTree
 
 #: Surface seen more obliquely than this counts as unseen.
 MAX_VIEW_ANGLE_DEG = 80.0
+#: Hidden behind surface at least this far (mm) in front of it, a vertex marks an occlusion silhouette ...
+OCCLUSION_GAP_MM = 10.0
+#: ... and visible vertices within this distance (mm) of it count as unseen.
+OCCLUSION_MARGIN_MM = 8.0
 #: Longest side of the z-buffer (the face's bounding box is rasterised at this size or less).
 ZBUFFER_SIZE = 256
 
@@ -40,6 +52,8 @@ def visible_vertices(
     max_angle_deg: float = MAX_VIEW_ANGLE_DEG,
     depth_tolerance_mm: float = 2.0,
     zbuffer_size: int = ZBUFFER_SIZE,
+    gap_mm: float = OCCLUSION_GAP_MM,
+    margin_mm: float = OCCLUSION_MARGIN_MM,
 ) -> NDArray[np.bool_]:
     """Boolean (V,): seen by the pinhole camera ``camera_matrix`` at the origin, looking along +z."""
     v = np.asarray(vertices, dtype=np.float64)
@@ -90,4 +104,12 @@ def visible_vertices(
     r_len = np.linalg.norm(v[vid], axis=1)
     in_front_ok = ~np.isfinite(dist) | (dist >= r_len - depth_tolerance_mm)
     visible[vid] = own | in_front_ok
-    return visible & facing
+    visible &= facing
+    # Margin beside occlusion silhouettes with a large depth gap.
+    gap = np.where(own | ~np.isfinite(dist), 0.0, r_len - dist)
+    deep = np.zeros(len(v), dtype=bool)
+    deep[vid] = facing[vid] & ~visible[vid] & (gap >= gap_mm)
+    if deep.any():
+        d, _ = cKDTree(v[deep]).query(v, distance_upper_bound=margin_mm)
+        visible &= ~np.isfinite(d)
+    return visible

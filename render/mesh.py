@@ -9,37 +9,49 @@ Unseen regions
 When the head turns, parts of the face the source camera never saw (or saw
 only at a grazing angle, where one texel is smeared over many pixels) come
 into view. Texture is chosen **per triangle**, from one of three sources.
-With ``q`` = cos of the angle between a triangle's outward normal and its
-line of sight to the source camera (-1 if a vertex is not
-``record.visible``, or has a neighbour that faces the camera yet is not
-visible: just behind an occlusion boundary a triangle can be partly hidden
-though its vertices are seen), and
-``q'`` the same for the left/right mirror-symmetric triangle
-(``record.mirror``; the canonical mesh is symmetric):
+A triangle is *usable* when its three vertices are ``record.visible`` (depth
+test, vertex normal within the grazing limit, not just beside an occlusion
+silhouette: see :mod:`recon.visibility`) and its own normal is not edge-on
+(``q >= GRAZING_COS``), with ``q`` = cos of the angle between a triangle's
+outward normal and its line of sight to the source camera, and ``q'`` the
+same for the left/right mirror-symmetric triangle (``record.mirror``; the
+canonical mesh is symmetric):
 
-1. *mirror*: the mirror triangle's texels, when ``q' >= GRAZING_COS`` and
-   either ``q < GRAZING_COS`` (unseen or edge-on), or the triangle is seen
-   obliquely (``q < MIRROR_BELOW_COS``) and its mirror clearly better
-   (``q' >= q + MIRROR_MARGIN``). Triangles of the eyes (inside the dlib
-   eye contours 36-41 / 42-47, slightly enlarged) are mirrored only in the
-   first case: a mirrored eye would carry the other eye's iris, mirrored, and
-   so contradict the gaze label.
-2. *own*: otherwise, when ``q >= GRAZING_COS``: the triangle's own texels.
-3. *fallback*: neither is usable (e.g. under the chin of a face seen from
-   above). The triangle is painted flat with the colour at the texel centroid
-   of the nearest (3D centroid distance) triangle of kind 1 or 2 that faced
-   the camera well (``q >= DONOR_COS``; any of kind 1 or 2 if there is none);
-   so it is skin from nearby, never stretched background or hair.
+1. *mirror*: the mirror triangle's texels, when the mirror is usable and
+   either the triangle is not, or it is seen obliquely (``q <
+   MIRROR_BELOW_COS``) and its mirror clearly better (``q' >= q +
+   MIRROR_MARGIN``). An eye (the triangles inside the dlib eye contours
+   36-41 / 42-47, slightly enlarged) of which the source saw any triangle is
+   never mirrored: a mirrored eye would carry the other eye's iris, mirrored,
+   and so contradict the gaze label; its unseen triangles are filled (3.).
+   Mirrored patches smaller than ``MIN_MIRROR_PATCH_MM2`` (a nostril or lip
+   corner seen on one side only) are filled (or keep their own texels)
+   instead: a pasted-in speck of the other side reads as a stain.
+2. *own*: otherwise, when the triangle is usable: its own texels.
+3. *fill* (``KIND_FALLBACK``): neither is usable (the sides of the head
+   beyond the grazing limit on both sides of a frontal face, under the chin
+   of a face seen from above, the nostril openings). Fill is **per vertex**
+   (:func:`fill_texcoords`): every vertex takes the texel of its nearest (3D)
+   *donor*, a vertex all of whose triangles are own (or all mirror) and whose
+   texel was seen squarely (vertex cos >= ``DONOR_COS``), and
+   ``FILL_SMOOTHING`` Jacobi passes then average the non-donors' texels with
+   their mesh neighbours'. Fill triangles are welded to one another, so the
+   texture is continued smoothly from nearby, well-seen skin instead of flat
+   patches. A fill triangle whose texture footprint would reach texels that
+   no usable triangle covers (across the mouth or an eye opening, beyond a
+   silhouette: :func:`footprints_seen`) is painted flat with the texel of the
+   donor nearest its centroid instead, so fill never shows background or
+   anything the source did not see as surface.
 
 Both thresholds on ``q`` select regions bounded by smooth iso-lines of the
 geometry, and where both sources are usable a triangle then follows the
 majority of its three edge neighbours (``SMOOTHING_PASSES`` times), so the
 mirrored texture is one contiguous patch on the far side of a turned face,
 not a scatter of triangles. Vertices are unwelded where
-triangles of different kinds meet (and for every fallback triangle), so no
-triangle interpolates between a seen texel and a mirrored one; within one
-kind, shared vertices stay welded and the texture is continuous.
-``RenderMesh.seen`` is 1 on vertices of kind 2 (own) and 0 otherwise.
+triangles of different kinds meet, so no triangle interpolates between a
+seen texel and a mirrored one; within one kind, shared vertices stay welded
+and the texture is continuous. ``RenderMesh.seen`` is 1 on vertices of kind
+2 (own) and 0 otherwise.
 
 Face mask
 ---------
@@ -53,25 +65,34 @@ pose. The renderer interpolates it and keeps fragments where it is >= 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from matplotlib.path import Path as PolygonPath
 from numpy.typing import NDArray
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from recon.record import ReconRecord
+from recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_GAP_MM, OCCLUSION_MARGIN_MM
 
-#: A triangle whose normal is more than acos(0.1) = 84 degrees from the line of sight counts as unseen.
+#: A usable triangle is seen more squarely than acos(0.1) = 84 degrees (else it is edge-on: texels smeared 10x).
 GRAZING_COS = 0.1
 #: Seen more obliquely than acos(0.3) = 73 degrees, a triangle may take its mirror's texels ...
 MIRROR_BELOW_COS = 0.3
 #: ... when the mirror's cos is larger by at least this much.
 MIRROR_MARGIN = 0.2
-#: Fallback triangles copy the colour of the nearest triangle seen at least this squarely (60 degrees).
+#: Mirrored patches smaller than this (mm^2; a nostril seen on one side only) are filled instead.
+MIN_MIRROR_PATCH_MM2 = 150.0
+#: Fill vertices copy the texel of the nearest vertex seen at least this squarely (60 degrees).
 DONOR_COS = 0.5
 #: Passes of neighbour-majority smoothing of the own/mirror choice.
 SMOOTHING_PASSES = 2
+#: Jacobi passes averaging the texels of fill vertices with their neighbours'.
+FILL_SMOOTHING = 4
 #: Eye triangles: centroid inside the eye contour scaled by this factor about the contour's centre.
 EYE_SCALE = 1.25
 
@@ -158,51 +179,45 @@ def _head_frame(record: ReconRecord, points: NDArray) -> NDArray[np.float64]:
     return (np.asarray(points, dtype=np.float64) - t) @ R
 
 
-def eye_triangles(record: ReconRecord) -> NDArray[np.bool_]:
-    """Triangles whose centroid lies in an (enlarged) eye contour, in the head frame's frontal plane."""
+def eye_triangles(record: ReconRecord) -> NDArray[np.int8]:
+    """Per triangle: 0, or 1 / 2 when its centroid lies in the (enlarged) contour of eye 36-41 / 42-47.
+
+    Measured in the head frame's frontal plane.
+    """
     v = np.asarray(record.vertices, dtype=np.float64)
     centroids = _head_frame(record, v[np.asarray(record.faces)].mean(axis=1))[:, :2]
     lm = _head_frame(record, record.landmarks_3d)[:, :2]
-    inside = np.zeros(len(centroids), dtype=bool)
-    for eye in EYES:
+    label = np.zeros(len(centroids), dtype=np.int8)
+    for k, eye in enumerate(EYES, start=1):
         contour = lm[list(eye)]
         centre = contour.mean(axis=0)
-        inside |= PolygonPath(centre + EYE_SCALE * (contour - centre)).contains_points(centroids)
-    return inside
+        label[PolygonPath(centre + EYE_SCALE * (contour - centre)).contains_points(centroids) & (label == 0)] = k
+    return label
 
 
-def stably_visible(
-    faces: NDArray[np.integer], visible: NDArray[np.bool_], facing: NDArray[np.bool_]
-) -> NDArray[np.bool_]:
-    """Visible vertices none of whose mesh neighbours is occluded (facing the camera, yet not visible).
-
-    A triangle just behind an occlusion boundary (e.g. the far cheek beside
-    the nose) can have three visible vertices and still be partly hidden; its
-    texels would then show the occluder. Neighbours that are hidden because
-    they face away (the far side of the nose ridge) do not count: the ridge
-    itself is in plain view.
-    """
-    f = np.asarray(faces, dtype=np.int64)
-    occluded = facing & ~visible
-    near_occluded = np.zeros(len(visible), dtype=bool)
-    near_occluded[f[occluded[f].any(axis=1)].reshape(-1)] = True
-    return visible & ~near_occluded
+def _vertex_cos(vertices: NDArray[np.float64], faces: NDArray[np.int64], sign: float) -> NDArray[np.float64]:
+    """cos of the angle between each outward vertex normal and the line of sight to the camera origin."""
+    n = sign * vertex_normals(vertices, faces)
+    return -np.einsum("ij,ij->i", n, vertices) / np.maximum(np.linalg.norm(vertices, axis=1), 1e-12)
 
 
-def triangle_quality(record: ReconRecord, sign: float | None = None) -> tuple[NDArray, NDArray]:
-    """(q, q') of the module docstring: how squarely each triangle and its mirror faced the source camera."""
+def triangle_quality(
+    record: ReconRecord, sign: float | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """(q, q', usable, usable') of the module docstring, for each triangle and its mirror."""
     v = np.asarray(record.vertices, dtype=np.float64)
     faces = np.asarray(record.faces, dtype=np.int64)
     mirror = np.asarray(record.mirror, dtype=np.int64)
     if sign is None:
         sign = outward_sign(v, faces, record.head_rotation)
-    facing = np.einsum("ij,ij->i", sign * vertex_normals(v, faces), v) < 0
-    visible = stably_visible(faces, np.asarray(record.visible, dtype=bool), facing)
+    visible = np.asarray(record.visible, dtype=bool)
     # The mirror image of (a, b, c) is (m(a), m(b), m(c)) with the winding reversed.
     mfaces = mirror[faces][:, [0, 2, 1]]
-    q_own = np.where(visible[faces].all(axis=1), _facing_cos(v, faces, sign), -1.0)
-    q_mir = np.where(visible[mfaces].all(axis=1), _facing_cos(v, mfaces, sign), -1.0)
-    return q_own, q_mir
+    q_own = _facing_cos(v, faces, sign)
+    q_mir = _facing_cos(v, mfaces, sign)
+    own_ok = visible[faces].all(axis=1) & (q_own >= GRAZING_COS)
+    mir_ok = visible[mfaces].all(axis=1) & (q_mir >= GRAZING_COS)
+    return q_own, q_mir, own_ok, mir_ok
 
 
 def triangle_neighbours(faces: NDArray[np.integer]) -> NDArray[np.int64]:
@@ -223,15 +238,20 @@ def triangle_neighbours(faces: NDArray[np.integer]) -> NDArray[np.int64]:
 
 def classify_triangles(record: ReconRecord, sign: float | None = None) -> NDArray[np.int8]:
     """KIND_OWN / KIND_MIRROR / KIND_FALLBACK for each triangle (see the module docstring)."""
-    q_own, q_mir = triangle_quality(record, sign)
-    own_ok = q_own >= GRAZING_COS
-    mir_ok = q_mir >= GRAZING_COS
+    return _classify(record, sign)[0]
+
+
+def _classify(record: ReconRecord, sign: float | None) -> tuple[NDArray[np.int8], NDArray[np.bool_]]:
+    """(kinds, usable) per triangle."""
+    q_own, q_mir, own_ok, mir_ok = triangle_quality(record, sign)
     eyes = eye_triangles(record)
-    oblique = (q_own < MIRROR_BELOW_COS) & (q_mir >= q_own + MIRROR_MARGIN) & ~eyes
-    use_mirror = mir_ok & (~own_ok | oblique)
+    # An eye the source saw (any of its triangles usable) keeps its own texels and is never mirrored.
+    seen_eye = np.isin(eyes, [k for k in (1, 2) if np.any(own_ok & (eyes == k))])
+    oblique = own_ok & (q_own < MIRROR_BELOW_COS) & (q_mir >= q_own + MIRROR_MARGIN)
+    use_mirror = mir_ok & (~own_ok | oblique) & ~seen_eye
     # Majority smoothing: where both sources are usable, follow two or three neighbours that agree,
-    # so no lone own triangle sits in a mirrored patch (or the reverse). Eyes keep their own texels.
-    free = own_ok & mir_ok & ~eyes
+    # so no lone own triangle sits in a mirrored patch (or the reverse). Seen eyes keep their own texels.
+    free = own_ok & mir_ok & ~seen_eye
     nb = triangle_neighbours(np.asarray(record.faces))
     for _ in range(SMOOTHING_PASSES):
         votes = np.where(nb >= 0, use_mirror[np.maximum(nb, 0)], False).sum(axis=1)
@@ -239,23 +259,64 @@ def classify_triangles(record: ReconRecord, sign: float | None = None) -> NDArra
         flip_to_mirror = free & ~use_mirror & (votes >= 2)
         flip_to_own = free & use_mirror & (valid - votes >= 2)
         use_mirror = (use_mirror | flip_to_mirror) & ~flip_to_own
+    use_mirror &= ~small_patches(record.vertices, record.faces, use_mirror, MIN_MIRROR_PATCH_MM2, nb)
     kinds = np.full(len(q_own), KIND_FALLBACK, dtype=np.int8)
     kinds[own_ok & ~use_mirror] = KIND_OWN
     kinds[use_mirror] = KIND_MIRROR
-    return kinds
+    return kinds, own_ok
 
 
-def occlusion_visible(verts: NDArray[np.floating], faces: NDArray[np.integer], eps: float = 1e-3) -> NDArray[np.bool_]:
+def small_patches(
+    vertices: NDArray[np.floating],
+    faces: NDArray[np.integer],
+    selected: NDArray[np.bool_],
+    min_area_mm2: float,
+    neighbours: NDArray[np.int64] | None = None,
+) -> NDArray[np.bool_]:
+    """Selected triangles whose edge-connected patch of selected triangles has less than ``min_area_mm2``."""
+    f = np.asarray(faces, dtype=np.int64)
+    nb = triangle_neighbours(f) if neighbours is None else neighbours
+    idx = np.flatnonzero(selected)
+    if not len(idx):
+        return np.zeros(len(f), dtype=bool)
+    pos = np.full(len(f), -1, dtype=np.int64)
+    pos[idx] = np.arange(len(idx))
+    a = np.repeat(np.arange(len(idx)), 3)
+    b = pos[np.where(nb[idx] >= 0, nb[idx], 0)].reshape(-1)
+    keep = (nb[idx].reshape(-1) >= 0) & (b >= 0)
+    graph = coo_matrix((np.ones(int(keep.sum())), (a[keep], b[keep])), shape=(len(idx), len(idx)))
+    _, label = connected_components(graph, directed=False)
+    v = np.asarray(vertices, dtype=np.float64)
+    tri = v[f[idx]]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    patch_area = np.bincount(label, weights=area)
+    out = np.zeros(len(f), dtype=bool)
+    out[idx] = patch_area[label] < min_area_mm2
+    return out
+
+
+def occlusion_visible(
+    verts: NDArray[np.floating],
+    faces: NDArray[np.integer],
+    eps: float = 1e-3,
+    max_angle_deg: float = MAX_VIEW_ANGLE_DEG,
+    gap_mm: float = OCCLUSION_GAP_MM,
+    margin_mm: float = OCCLUSION_MARGIN_MM,
+) -> NDArray[np.bool_]:
     """Vertices that face a camera at the origin and that no other triangle hides from it (ray casting).
 
+    The same rules as :func:`recon.visibility.visible_vertices`: a vertex
+    normal more than ``max_angle_deg`` from the line of sight counts as
+    unseen, and so do vertices within ``margin_mm`` of one hidden behind
+    surface at least ``gap_mm`` in front of it.
     Normals follow the winding, which must point out of the surface. Cost:
     one ray per vertex against every triangle (vectorised; ~50 ms for the
     template), so it is meant for tools and tests, not the render loop.
     """
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
-    normals = vertex_normals(verts, faces)
-    facing = np.einsum("ij,ij->i", normals, verts) < 0
+    cos = -np.einsum("ij,ij->i", vertex_normals(verts, faces), verts) / np.linalg.norm(verts, axis=1)
+    facing = cos > np.cos(np.radians(max_angle_deg))
     tri = verts[faces]  # (F, 3, 3)
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     d = verts[:, None, :]  # ray o = 0, direction = vertex (t = 1 at the vertex)
@@ -273,7 +334,106 @@ def occlusion_visible(verts: NDArray[np.floating], faces: NDArray[np.integer], e
     incident[faces[:, 0], np.arange(len(faces))] = True
     incident[faces[:, 1], np.arange(len(faces))] = True
     incident[faces[:, 2], np.arange(len(faces))] = True
-    return facing & ~(hit & ~incident).any(axis=1)
+    blocked = hit & ~incident
+    visible = facing & ~blocked.any(axis=1)
+    t_near = np.where(blocked, t, np.inf).min(axis=1)
+    deep = facing & (np.linalg.norm(verts, axis=1) * (1.0 - t_near) >= gap_mm)
+    if deep.any():
+        dist, _ = cKDTree(verts[deep]).query(verts, distance_upper_bound=margin_mm)
+        visible &= ~np.isfinite(dist)
+    return visible
+
+
+def fill_texcoords(
+    record: ReconRecord, kinds: NDArray[np.int8], sign: float | None = None
+) -> tuple[NDArray[np.float64], Callable[[NDArray[np.float64]], NDArray[np.float64]]]:
+    """(V, 2) texel of each vertex for fill triangles (see the module docstring, 3.), and a donor lookup.
+
+    Each vertex starts from the texel of its nearest donor (itself if it is
+    one); ``FILL_SMOOTHING`` Jacobi passes then average the non-donor vertices'
+    texels with their neighbours'. The lookup maps points (P, 3) to the
+    texels (P, 2) of their nearest donors.
+    """
+    v = np.asarray(record.vertices, dtype=np.float64)
+    faces = np.asarray(record.faces, dtype=np.int64)
+    uv = np.asarray(record.uv, dtype=np.float64)
+    mirror = np.asarray(record.mirror, dtype=np.int64)
+    if sign is None:
+        sign = outward_sign(v, faces, record.head_rotation)
+    n = len(v)
+    corners = faces.reshape(-1)
+    k = np.repeat(kinds, 3)
+    count = np.bincount(corners, minlength=n)
+    all_own = np.bincount(corners, weights=k == KIND_OWN, minlength=n) == count
+    all_mir = np.bincount(corners, weights=k == KIND_MIRROR, minlength=n) == count
+    texel = np.where(all_mir[:, None], uv[mirror], uv)
+    cos = _vertex_cos(v, faces, sign)
+    texel_cos = np.where(all_mir, cos[mirror], cos)
+    interior = (count > 0) & (all_own | all_mir)
+    donors = np.flatnonzero(interior & (texel_cos >= DONOR_COS))
+    if not len(donors):
+        donors = np.flatnonzero(interior)
+    if not len(donors):  # nothing seen at all: one texel at the landmarks' centre
+        centre = np.asarray(record.landmarks_2d, dtype=np.float64).mean(axis=0)
+        return np.repeat(centre[None], n, axis=0), lambda p: np.repeat(centre[None], len(p), axis=0)
+    is_donor = np.zeros(n, dtype=bool)
+    is_donor[donors] = True
+    tree = cKDTree(v[donors])
+
+    def lookup(points: NDArray[np.float64]) -> NDArray[np.float64]:
+        return texel[donors[tree.query(points)[1]]].reshape(-1, 2)
+
+    out = lookup(v)
+    free = np.flatnonzero(~is_donor)
+    # Jacobi passes over the other vertices, uniform weights over the mesh edges.
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    edges = np.concatenate([edges, edges[:, ::-1]])
+    degree = np.maximum(np.bincount(edges[:, 0], minlength=n), 1).astype(np.float64)
+    for _ in range(FILL_SMOOTHING):
+        total = np.stack([np.bincount(edges[:, 0], weights=out[edges[:, 1], j], minlength=n) for j in (0, 1)], axis=1)
+        out[free] = total[free] / degree[free, None]
+    return out, lookup
+
+
+#: Barycentric sample points of a fill triangle's texture footprint, checked against the seen texels.
+_FOOTPRINT_SAMPLES = np.array(
+    [
+        [1 / 3, 1 / 3, 1 / 3],
+        [2 / 3, 1 / 6, 1 / 6],
+        [1 / 6, 2 / 3, 1 / 6],
+        [1 / 6, 1 / 6, 2 / 3],
+        [0.45, 0.45, 0.1],
+        [0.1, 0.45, 0.45],
+        [0.45, 0.1, 0.45],
+    ]
+)
+
+
+def footprints_seen(
+    uv: NDArray[np.floating], seen_faces: NDArray[np.integer], footprints: NDArray[np.floating]
+) -> NDArray[np.bool_]:
+    """(T,): whether every sample point of each texture triangle ``footprints`` (T, 3, 2) lies on a seen texel.
+
+    Seen texels: the source-image area covered by the triangles ``seen_faces``
+    at their texture coordinates ``uv``, rasterised at one pixel.
+    """
+    uv = np.asarray(uv, dtype=np.float64)
+    fp = np.asarray(footprints, dtype=np.float64)
+    if not len(fp):
+        return np.zeros(0, dtype=bool)
+    pts = np.einsum("sk,tkj->tsj", _FOOTPRINT_SAMPLES, fp)  # (T, S, 2)
+    if not len(seen_faces):
+        return np.zeros(len(fp), dtype=bool)
+    tri = uv[np.asarray(seen_faces, dtype=np.int64)]
+    lo = np.floor(np.minimum(tri.reshape(-1, 2).min(axis=0), pts.reshape(-1, 2).min(axis=0))) - 1
+    hi = np.ceil(np.maximum(tri.reshape(-1, 2).max(axis=0), pts.reshape(-1, 2).max(axis=0))) + 2
+    mask = np.zeros((int(hi[1] - lo[1]), int(hi[0] - lo[0])), dtype=np.uint8)
+    fixed = np.round((tri - lo) * 16.0).astype(np.int32)  # 4 bits of sub-pixel precision
+    for t in fixed:
+        cv2.fillConvexPoly(mask, t, 1, lineType=cv2.LINE_8, shift=4)
+    ij = np.round(pts - lo).astype(np.int64)
+    return mask[ij[..., 1], ij[..., 0]].astype(bool).all(axis=1)
 
 
 def build_render_mesh(record: ReconRecord) -> RenderMesh:
@@ -285,32 +445,30 @@ def build_render_mesh(record: ReconRecord) -> RenderMesh:
     if v.ndim != 2 or v.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"record {record.source_file}: malformed mesh {v.shape}, {faces.shape}")
     sign = outward_sign(v, faces, record.head_rotation)
-    kinds = classify_triangles(record, sign)
-    q_own, q_mir = triangle_quality(record, sign)
+    kinds, usable = _classify(record, sign)
     n_faces = len(faces)
 
     # Texture coordinates per triangle corner.
     corner_uv = uv[faces]  # (F, 3, 2)
     is_mirror = kinds == KIND_MIRROR
     corner_uv[is_mirror] = uv[mirror[faces[is_mirror]]]
-    fallback = np.flatnonzero(kinds == KIND_FALLBACK)
-    if len(fallback):
-        quality = np.where(kinds == KIND_MIRROR, q_mir, q_own)
-        donors = np.flatnonzero((kinds != KIND_FALLBACK) & (quality >= DONOR_COS))
-        if not len(donors):
-            donors = np.flatnonzero(kinds != KIND_FALLBACK)
-        centroids = v[faces].mean(axis=1)
-        if len(donors):
-            _, nearest = cKDTree(centroids[donors]).query(centroids[fallback])
-            flat = corner_uv[donors[nearest]].mean(axis=1)  # (n_fallback, 2)
-        else:  # nothing seen at all: one texel at the landmarks' centre
-            flat = np.repeat(np.asarray(record.landmarks_2d, dtype=np.float64).mean(axis=0)[None], len(fallback), 0)
-        corner_uv[fallback] = flat[:, None, :]
+    fill = np.flatnonzero(kinds == KIND_FALLBACK)
+    flat = np.zeros(n_faces, dtype=bool)
+    if len(fill):
+        texel, donor_texel = fill_texcoords(record, kinds, sign)
+        fill_uv = texel[faces[fill]]
+        # A footprint reaching texels no usable triangle covers (across a mouth or eye opening, or
+        # beyond a silhouette) would show them: such a triangle is painted flat with a donor's texel.
+        unsafe = ~footprints_seen(uv, faces[usable], fill_uv)
+        centroid_donor = donor_texel(v[faces[fill[unsafe]]].mean(axis=1))
+        fill_uv[unsafe] = centroid_donor[:, None, :]
+        corner_uv[fill] = fill_uv
+        flat[fill[unsafe]] = True
 
-    # Unweld: one render vertex per (vertex, kind), and per corner for fallback triangles.
+    # Unweld: one render vertex per (vertex, kind), and per corner for flat fill triangles.
     corner_vertex = faces.reshape(-1)
     corner_kind = np.repeat(kinds, 3).astype(np.int64)
-    corner_tri = np.where(corner_kind == KIND_FALLBACK, np.repeat(np.arange(n_faces), 3), -1)
+    corner_tri = np.where(np.repeat(flat, 3), np.repeat(np.arange(n_faces), 3), -1)
     keys = (corner_vertex * 3 + corner_kind) * (n_faces + 1) + (corner_tri + 1)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
