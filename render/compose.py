@@ -6,6 +6,16 @@ pasted over the background where the render's alpha is set, and the result
 is reduced to 224 with ``cv2.INTER_AREA`` (2 x 2 supersampling, the ETH-XGaze
 convention). The face mask is reduced the same way and kept where at least
 two of the four render pixels are face (0/255).
+
+Two routes give the same pictures:
+
+* :func:`finish_views` composites a :class:`~render.gl.RenderBatch` on the CPU;
+* the pipeline's route composites in the renderer's pass:
+  :func:`backdrops` describes each view's background and darkening,
+  :meth:`~render.gl.FaceRenderer.render_composited` draws the face over it,
+  and :func:`finish_composited` only area-resizes and splits the result.
+  The face is darkened before its colour is rounded to 8 bits (one rounding
+  instead of two), so darkened faces may differ by one grey level.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from numpy.typing import NDArray
 from nvsynth.geometry import NORM_PATCH_SIZE
 from render.appearance import AppearanceParams
 from render.backgrounds import BackgroundSource
-from render.gl import RenderBatch
+from render.gl import Backdrop, RenderBatch
 
 
 def background_for(
@@ -74,4 +84,49 @@ def finish_views(
         patches[b] = cv2.resize(full, (out_size, out_size), interpolation=cv2.INTER_AREA)
         m = cv2.resize(np.ascontiguousarray(batch.mask[b]), (out_size, out_size), interpolation=cv2.INTER_AREA)
         masks[b] = cv2.threshold(m, 127, 255, cv2.THRESH_BINARY)[1]
+    return patches, masks
+
+
+def backdrop_for(params: AppearanceParams, backgrounds: BackgroundSource, size: int) -> Backdrop:
+    """The :class:`~render.gl.Backdrop` of one view: its background (darkened if asked) and face darkening."""
+    dark = float(params.darkening)
+    if params.background_kind == "image":
+        image = background_for(params, backgrounds, size)
+        if dark != 1.0 and params.darken_background:
+            image = cv2.convertScaleAbs(image, alpha=dark)
+        return Backdrop(image=image, darkening=dark)
+    color = np.zeros(3, dtype=np.float64)
+    if params.background_kind == "color":
+        color = np.asarray(params.background_color, dtype=np.float64)
+        if dark != 1.0 and params.darken_background:
+            color = cv2.convertScaleAbs(color.reshape(1, 1, 3), alpha=dark).reshape(3).astype(np.float64)
+    b, g, r = (int(v) for v in color)
+    return Backdrop(color=(b, g, r), darkening=dark)
+
+
+def backdrops(params: Sequence[AppearanceParams], backgrounds: BackgroundSource, size: int) -> list[Backdrop]:
+    """:func:`backdrop_for` of every view."""
+    return [backdrop_for(p, backgrounds, size) for p in params]
+
+
+def finish_composited(
+    views: NDArray[np.uint8], out_size: int = NORM_PATCH_SIZE
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """Patches (B, 224, 224, 3) BGR and masks (B, 224, 224) 0/255 from ``render_composited`` output.
+
+    One ``cv2.INTER_AREA`` resize per view reduces colour and mask together
+    (channel 3 is 255 - mask); a 224 pixel is face when at least two of its
+    four render pixels are, i.e. when the reduced complement is at most 128.
+    """
+    v = np.asarray(views)
+    if v.dtype != np.uint8 or v.ndim != 4 or v.shape[3] != 4:
+        raise ValueError(f"views must be uint8 (B, S, S, 4), got {v.dtype} {v.shape}")
+    n = len(v)
+    patches = np.empty((n, out_size, out_size, 3), dtype=np.uint8)
+    masks = np.empty((n, out_size, out_size), dtype=np.uint8)
+    small = np.empty((out_size, out_size, 4), dtype=np.uint8)
+    for b in range(n):
+        cv2.resize(v[b], (out_size, out_size), dst=small, interpolation=cv2.INTER_AREA)
+        cv2.cvtColor(small, cv2.COLOR_BGRA2BGR, dst=patches[b])
+        cv2.threshold(cv2.extractChannel(small, 3), 128, 255, cv2.THRESH_BINARY_INV, dst=masks[b])
     return patches, masks

@@ -32,6 +32,16 @@ Render targets (one pass): 0 = RGBA8, the source texel (BGR) times the
 view's light and alpha = coverage; 1 = RG8, the face-mask attribute
 (a signed distance, interpolated, kept where >= 0) and the interpolated
 ``seen`` attribute.
+
+Composited views (:meth:`FaceRenderer.render_composited`, what the pipeline
+uses): each view's :class:`Backdrop` is put into the colour target before the
+face is drawn -- a background image is written into the target texture as it
+is, a flat colour is the clear colour -- and the face's darkening factor is a
+uniform, so the target holds the finished view at render size. Its alpha
+holds the complement of the face mask (0 = face mask, 255 = background or
+face outside the mask: the background's own alpha). One target, one readback
+of (S, S, 4) per view and no per-pixel compositing on the CPU: the CPU only
+uploads the background and area-resizes the result (:mod:`render.compose`).
 The Lambert light is evaluated per vertex from the vertex normals and
 interpolated (Gouraud): the mesh is fine enough, and it is cheaper on
 llvmpipe than per-fragment shading. Unlit views get exactly the texel.
@@ -50,6 +60,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import moderngl
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -71,6 +82,7 @@ uniform mat4 mvp;
 uniform mat3 rot;  // rotation of the view, for the normals
 uniform vec4 light;  // direction towards the light (xyz), ambient (w)
 uniform vec4 light_color;  // BGR order (xyz), 1 if relit (w)
+uniform float dark;  // face darkening factor (1 = none)
 in vec3 in_pos;
 in vec2 in_tex;
 in vec3 in_normal;
@@ -84,7 +96,7 @@ void main() {
     v_st = (in_tex + tex_xform.zw) * tex_xform.xy;
     vec3 n = normalize(rot * in_normal);
     float lambert = max(dot(n, light.xyz), 0.0);
-    v_shade = mix(vec3(1.0), light_color.xyz * (light.w + (1.0 - light.w) * lambert), light_color.w);
+    v_shade = mix(vec3(1.0), light_color.xyz * (light.w + (1.0 - light.w) * lambert), light_color.w) * dark;
     v_aux = vec2(in_region, in_seen);
 }
 """
@@ -92,14 +104,16 @@ void main() {
 _FRAGMENT_SHADER = """
 #version 330 core
 uniform sampler2D tex;
+uniform float composited;  // 0: alpha = coverage; 1: alpha = 1 - face mask (render_composited)
 in vec2 v_st;
 in vec3 v_shade;
 in vec2 v_aux;
 layout(location = 0) out vec4 out_color;
 layout(location = 1) out vec2 out_aux;
 void main() {
-    out_color = vec4(texture(tex, v_st).rgb * v_shade, 1.0);
-    out_aux = vec2(step(0.0, v_aux.x), v_aux.y);
+    float in_mask = step(0.0, v_aux.x);
+    out_color = vec4(texture(tex, v_st).rgb * v_shade, 1.0 - composited * in_mask);
+    out_aux = vec2(in_mask, v_aux.y);
 }
 """
 
@@ -182,6 +196,19 @@ class RenderBatch:
         return np.ascontiguousarray(np.concatenate([self.color, self.alpha[..., None]], axis=-1))
 
 
+@dataclass(frozen=True)
+class Backdrop:
+    """What one view is composited over in :meth:`FaceRenderer.render_composited`, and its face darkening.
+
+    ``image`` (S, S, 3) BGR is used as it is (darken it first if the background
+    is darkened too); without an image the background is the flat BGR ``color``.
+    """
+
+    image: NDArray[np.uint8] | None = None
+    color: tuple[int, int, int] = (0, 0, 0)
+    darkening: float = 1.0  # multiplies the face colour (1 = none)
+
+
 def _light_uniforms(light: Light | None) -> tuple[bytes, bytes]:
     if light is None:
         return np.zeros(4, "f4").tobytes(), np.zeros(4, "f4").tobytes()
@@ -192,6 +219,22 @@ def _light_uniforms(light: Light | None) -> tuple[bytes, bytes]:
         np.array([*d, light.ambient], dtype="f4").tobytes(),
         np.array([*c, 1.0], dtype="f4").tobytes(),
     )
+
+
+@dataclass
+class _Upload:
+    """The GL objects of one source (texture crop, vertices, indices), released after its views."""
+
+    texture: moderngl.Texture
+    vbo: moderngl.Buffer
+    ibo: moderngl.Buffer
+    vao: moderngl.VertexArray
+
+    def release(self) -> None:
+        self.vao.release()
+        self.ibo.release()
+        self.vbo.release()
+        self.texture.release()
 
 
 class FaceRenderer:
@@ -219,12 +262,13 @@ class FaceRenderer:
         self._pid: int | None = None
         self._ctx: moderngl.Context | None = None
         self._prog: moderngl.Program | None = None
-        self._fbos: list[moderngl.Framebuffer] = []
+        self._fbos: list[moderngl.Framebuffer] = []  # render(): RGBA8 + RG8 renderbuffers and depth
+        self._cfbos: list[moderngl.Framebuffer] = []  # render_composited(): one RGBA8 texture and depth
 
     def __getstate__(self) -> dict[str, object]:
         """Pickle the settings only: GL objects never leave their process."""
         state = self.__dict__.copy()
-        state.update(_pid=None, _ctx=None, _prog=None, _fbos=[])
+        state.update(_pid=None, _ctx=None, _prog=None, _fbos=[], _cfbos=[])
         return state
 
     # -- GL objects ----------------------------------------------------------------
@@ -236,6 +280,7 @@ class FaceRenderer:
             self._prog = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
             self._prog["tex"].value = 0
             self._fbos = []
+            self._cfbos = []
         return self._ctx
 
     def _framebuffers(self, count: int) -> list[moderngl.Framebuffer]:
@@ -250,7 +295,34 @@ class FaceRenderer:
             )
         return self._fbos[:count]
 
+    def _composite_framebuffers(self, count: int) -> list[moderngl.Framebuffer]:
+        ctx = self._ensure_context()
+        shape = (self.size, self.size)
+        while len(self._cfbos) < count:
+            self._cfbos.append(
+                ctx.framebuffer(
+                    color_attachments=[ctx.texture(shape, 4)], depth_attachment=ctx.depth_renderbuffer(shape)
+                )
+            )
+        return self._cfbos[:count]
+
     # -- rendering -------------------------------------------------------------------
+    @staticmethod
+    def _check(
+        texture_bgr: NDArray[np.uint8], transforms: ArrayLike, lights: Sequence[Light | None] | None
+    ) -> tuple[NDArray[np.uint8], NDArray[np.float64], list[Light | None]]:
+        tex_img = np.asarray(texture_bgr)
+        if tex_img.dtype != np.uint8 or tex_img.ndim != 3 or tex_img.shape[2] != 3:
+            raise ValueError(f"texture must be uint8 (H, W, 3) BGR, got {tex_img.dtype} {tex_img.shape}")
+        T = np.asarray(transforms, dtype=np.float64)
+        if T.ndim != 3 or T.shape[1:] != (4, 4):
+            raise ValueError(f"transforms must be (B, 4, 4), got {T.shape}")
+        n = len(T)
+        light_list: list[Light | None] = [None] * n if lights is None else list(lights)
+        if len(light_list) != n:
+            raise ValueError(f"{len(light_list)} lights for {n} views")
+        return tex_img, T, light_list
+
     def render(
         self,
         texture_bgr: NDArray[np.uint8],
@@ -265,21 +337,29 @@ class FaceRenderer:
         ``lights[b]`` is that view's light (None = unlit). With ``with_seen``
         the batch also carries the ``seen`` attribute.
         """
-        tex_img = np.asarray(texture_bgr)
-        if tex_img.dtype != np.uint8 or tex_img.ndim != 3 or tex_img.shape[2] != 3:
-            raise ValueError(f"texture must be uint8 (H, W, 3) BGR, got {tex_img.dtype} {tex_img.shape}")
-        T = np.asarray(transforms, dtype=np.float64)
-        if T.ndim != 3 or T.shape[1:] != (4, 4):
-            raise ValueError(f"transforms must be (B, 4, 4), got {T.shape}")
+        tex_img, T, light_list = self._check(texture_bgr, transforms, lights)
         n = len(T)
-        lights = [None] * n if lights is None else list(lights)
-        if len(lights) != n:
-            raise ValueError(f"{len(lights)} lights for {n} views")
         S = self.size
         bgra = np.empty((n, S, S, 4), dtype=np.uint8)
         aux = np.empty((n, S, S, 2), dtype=np.uint8)
         if n:
-            self._draw(tex_img, mesh, T, lights, bgra, aux)
+            ctx = self._ensure_context()
+            up = self._upload(tex_img, mesh)
+            try:
+                ctx.enable_only(moderngl.DEPTH_TEST)
+                for start in range(0, n, self.pool):
+                    views = range(start, min(n, start + self.pool))
+                    fbos = self._framebuffers(len(views))
+                    for fbo, b in zip(fbos, views, strict=True):
+                        self._set_view(T[b], light_list[b], 1.0, composited=False)
+                        fbo.use()
+                        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+                        up.vao.render(moderngl.TRIANGLES)
+                    for fbo, b in zip(fbos, views, strict=True):
+                        fbo.read_into(bgra[b], components=4, attachment=0)
+                        fbo.read_into(aux[b], components=2, attachment=1)
+            finally:
+                up.release()
         return RenderBatch(
             color=bgra[..., :3],
             alpha=bgra[..., 3],
@@ -287,15 +367,76 @@ class FaceRenderer:
             seen=aux[..., 1] if with_seen else None,
         )
 
-    def _draw(
+    def render_composited(
         self,
-        tex_img: NDArray[np.uint8],
+        texture_bgr: NDArray[np.uint8],
         mesh: RenderMesh,
-        T: NDArray[np.float64],
-        lights: list[Light | None],
-        bgra: NDArray[np.uint8],
-        aux: NDArray[np.uint8],
-    ) -> None:
+        transforms: ArrayLike,
+        lights: Sequence[Light | None] | None,
+        backdrops: Sequence[Backdrop],
+    ) -> NDArray[np.uint8]:
+        """Finished views at render size, composited in the same pass: (B, S, S, 4) uint8.
+
+        Channels 0-2: the view in BGR (the face, darkened by
+        ``backdrops[b].darkening`` and lit by ``lights[b]``, over
+        ``backdrops[b]``'s image or colour); channel 3: 0 where the face mask is
+        set, 255 elsewhere (the complement of :attr:`RenderBatch.mask`).
+        """
+        tex_img, T, light_list = self._check(texture_bgr, transforms, lights)
+        n = len(T)
+        if len(backdrops) != n:
+            raise ValueError(f"{len(backdrops)} backdrops for {n} views")
+        S = self.size
+        out = np.empty((n, S, S, 4), dtype=np.uint8)
+        if not n:
+            return out
+        ctx = self._ensure_context()
+        up = self._upload(tex_img, mesh)
+        bgra = np.empty((S, S, 4), dtype=np.uint8)  # staging for background images
+        try:
+            ctx.enable_only(moderngl.DEPTH_TEST)
+            for start in range(0, n, self.pool):
+                views = range(start, min(n, start + self.pool))
+                fbos = self._composite_framebuffers(len(views))
+                for fbo, b in zip(fbos, views, strict=True):
+                    bd = backdrops[b]
+                    self._set_view(T[b], light_list[b], float(bd.darkening), composited=True)
+                    if bd.image is None:
+                        fbo.use()
+                        c = np.asarray(bd.color, dtype=np.float64) / 255.0
+                        fbo.clear(float(c[0]), float(c[1]), float(c[2]), 1.0, depth=1.0)
+                    else:
+                        img = np.asarray(bd.image)
+                        if img.shape != (S, S, 3) or img.dtype != np.uint8:
+                            raise ValueError(f"backdrop image must be uint8 ({S}, {S}, 3), got {img.dtype} {img.shape}")
+                        cv2.cvtColor(img, cv2.COLOR_BGR2BGRA, dst=bgra)  # alpha 255: not face
+                        # written before the framebuffer is bound, so Mesa need not wait for pending draws
+                        fbo.color_attachments[0].write(bgra)
+                        fbo.use()
+                        fbo.color_mask = (False, False, False, False)  # clear the depth only
+                        fbo.clear(depth=1.0)
+                        fbo.color_mask = (True, True, True, True)
+                        fbo.use()  # moderngl applies the colour mask when the framebuffer is bound
+                    up.vao.render(moderngl.TRIANGLES)
+                for fbo, b in zip(fbos, views, strict=True):
+                    fbo.read_into(out[b], components=4, attachment=0)
+        finally:
+            up.release()
+        return out
+
+    def _set_view(self, T: NDArray[np.float64], light: Light | None, darkening: float, composited: bool) -> None:
+        prog = self._prog
+        assert prog is not None
+        prog["mvp"].write((self._projection @ T).T.astype("f4").tobytes())  # column-major
+        prog["rot"].write(np.ascontiguousarray(T[:3, :3].T, dtype="f4").tobytes())
+        light_u, color_u = _light_uniforms(light)
+        prog["light"].write(light_u)
+        prog["light_color"].write(color_u)
+        prog["dark"].value = darkening
+        prog["composited"].value = 1.0 if composited else 0.0
+
+    def _upload(self, tex_img: NDArray[np.uint8], mesh: RenderMesh) -> _Upload:
+        """The source's texture crop, vertices and indices, bound for drawing."""
         ctx = self._ensure_context()
         prog = self._prog
         assert prog is not None
@@ -318,7 +459,6 @@ class FaceRenderer:
         )
         indices = np.ascontiguousarray(mesh.faces, dtype=np.int32)
         prog["tex_xform"].value = (1.0 / (x1 - x0), 1.0 / (y1 - y0), 0.5 - x0, 0.5 - y0)
-
         texture = ctx.texture((x1 - x0, y1 - y0), 3, crop.tobytes(), alignment=1)
         texture.filter = (moderngl.LINEAR, moderngl.LINEAR)
         texture.repeat_x = False
@@ -331,35 +471,13 @@ class FaceRenderer:
             index_buffer=ibo,
             index_element_size=4,
         )
-        try:
-            texture.use(location=0)
-            ctx.enable_only(moderngl.DEPTH_TEST)
-            n = len(T)
-            for start in range(0, n, self.pool):
-                views = range(start, min(n, start + self.pool))
-                fbos = self._framebuffers(len(views))
-                for fbo, b in zip(fbos, views, strict=True):
-                    prog["mvp"].write((self._projection @ T[b]).T.astype("f4").tobytes())  # column-major
-                    prog["rot"].write(np.ascontiguousarray(T[b][:3, :3].T, dtype="f4").tobytes())
-                    light, color = _light_uniforms(lights[b])
-                    prog["light"].write(light)
-                    prog["light_color"].write(color)
-                    fbo.use()
-                    fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-                    vao.render(moderngl.TRIANGLES)
-                for fbo, b in zip(fbos, views, strict=True):
-                    fbo.read_into(bgra[b], components=4, attachment=0)
-                    fbo.read_into(aux[b], components=2, attachment=1)
-        finally:
-            vao.release()
-            ibo.release()
-            vbo.release()
-            texture.release()
+        texture.use(location=0)
+        return _Upload(texture, vbo, ibo, vao)
 
     def release(self) -> None:
         """Free this renderer's GL objects (the process's context stays for other renderers)."""
         if self._ctx is not None and self._pid == os.getpid():
-            for fbo in self._fbos:
+            for fbo in (*self._fbos, *self._cfbos):
                 for att in (*fbo.color_attachments, fbo.depth_attachment):
                     att.release()
                 fbo.release()
@@ -368,4 +486,5 @@ class FaceRenderer:
         self._ctx = None
         self._prog = None
         self._fbos = []
+        self._cfbos = []
         self._pid = None
