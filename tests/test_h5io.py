@@ -246,3 +246,34 @@ def test_open_h5_rejects_a_truncated_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"bad\.h5: not a readable HDF5 file .*truncated file") as info:
         h5io.open_h5(bad)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["pylzf", "h5py"])
+def test_lzf_chunks_of_either_compressor_read_back_through_hdf5s_filter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    if backend == "pylzf":
+        pytest.importorskip("pylzf")
+    else:
+        monkeypatch.setattr(h5io, "_pylzf", None)  # HDF5's own lzf filter on an in-memory file
+    assert h5io.lzf_backend() == backend
+    b = _batch(3, 0)
+    patch = np.asarray(b["face_patch"])
+    patch[1] = 0  # very compressible
+    patch[2] = np.random.default_rng(1).integers(0, 256, size=patch[2].shape, dtype=np.uint8)  # not compressible
+    fields = {f.name: f for f in FIELDS}
+    enc = h5io.encode_rows(fields["face_patch"], patch)
+    flat = patch.reshape(3, -1)
+    assert enc.chunks[2] == (1, flat[2].tobytes())  # lzf cannot shrink it: stored as it is, filter skipped
+    assert enc.chunks[1][0] == 0 and len(enc.chunks[1][1]) < flat[1].nbytes // 50
+    path = _write(tmp_path / "p00.h5", {**b, "face_patch": enc}, _batch(2, 3))  # encoded rows, then plain rows
+    with h5py.File(path, "r") as f:
+        assert f["face_patch"].compression == "lzf"
+        np.testing.assert_array_equal(f["face_patch"][:3], patch)
+        np.testing.assert_array_equal(f["face_patch"][3:], _batch(2, 3)["face_patch"])
+        np.testing.assert_array_equal(f["face_mask"][...], _concat(b, _batch(2, 3))["face_mask"])
+        # plain appends store what encode_rows makes
+        again = h5io.encode_rows(fields["face_mask"], np.asarray(b["face_mask"]))
+        for i, (mask, chunk) in enumerate(again.chunks):
+            got_mask, got = f["face_mask"].id.read_direct_chunk((i, 0, 0))
+            assert (int(got_mask), bytes(got)) == (mask, chunk)
