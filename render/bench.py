@@ -1,18 +1,27 @@
-"""Raw renderer throughput: :meth:`FaceRenderer.render` alone (upload, one draw, readback).
+"""Raw renderer throughput: the renderer alone (uploads, draws, readback), no other stage.
 
-``benchmarks/bench_render.py`` calls :func:`raw_renderer_throughput` on a real
-recon record and its source frame, to compare with the end-to-end rate.
-``python -m render.bench`` measures the template textured by a synthetic
-frame (needs the face template: ``NVSYNTH_FACE_TEMPLATE`` or the config).
+* :func:`pipeline_raw_throughput` (used by ``benchmarks/bench_render.py``):
+  :meth:`FaceRenderer.render_composited` on a run's own sources, views and
+  backdrops, in the pipeline's process layout (N 'spawn' processes, each
+  with its llvmpipe thread count). Each process prepares its share of the
+  sources exactly as a pipeline worker does (untimed), then the renderer
+  calls alone are timed, all processes at once.
+* :func:`raw_renderer_throughput` / :func:`measure_renderer`:
+  :meth:`FaceRenderer.render` in this process on one source.
+* ``python -m render.bench`` measures the template textured by a synthetic
+  frame (needs the face template: ``NVSYNTH_FACE_TEMPLATE`` or the config).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -87,6 +96,79 @@ def raw_renderer_throughput(
     mesh = record if isinstance(record, RenderMesh) else build_render_mesh(record)
     T = sweep_transforms(mesh.landmarks, int(views)) if np.ndim(views) == 0 else np.asarray(views, dtype=np.float64)
     return measure_renderer(texture_bgr, mesh, T, lights, repeats).images_per_s
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """:func:`pipeline_raw_throughput`'s result."""
+
+    images_per_s: float  # images rendered by all processes / the slowest process's wall time
+    cpu_ms_per_image: float  # CPU time of the processes (all threads) while timed, per image
+    images: int
+    processes: int
+    lp_threads: int
+
+
+def _raw_worker(
+    spec: Any, backgrounds: Any, subject: str, sources: Sequence[Any], repeats: int, lp_threads: int,
+    barrier: Any, results: Any,
+) -> None:  # fmt: skip
+    os.environ["LP_NUM_THREADS"] = str(lp_threads)  # before this process's GL context exists
+    from render.pipeline import PreparedSource, SourceRenderer
+
+    worker = SourceRenderer(spec, backgrounds)
+    preps = [p for s in sources if isinstance(p := worker.prepare(subject, s), PreparedSource)]
+    if preps:
+        worker.render_prepared(preps[0])  # context, shaders and framebuffers, untimed
+    barrier.wait()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    images = 0
+    for _ in range(repeats):
+        for p in preps:
+            images += len(worker.render_prepared(p))
+    results.put((images, time.perf_counter() - t0, _cpu_seconds() - c0))
+
+
+def pipeline_raw_throughput(
+    spec: Any,
+    backgrounds: Any,
+    subject: str,
+    sources: Sequence[Any],
+    processes: int = 2,
+    lp_threads: int = 1,
+    repeats: int = 1,
+) -> RawRun:
+    """The renderer alone on a run's sources, as the pipeline's workers would render them.
+
+    ``spec`` is the pipeline's :class:`render.pipeline.RunSpec`, ``sources``
+    its :class:`render.pipeline.Source` list. The sources are dealt round-robin
+    to ``processes`` 'spawn' processes with ``LP_NUM_THREADS=lp_threads``;
+    each prepares its sources (record, image, views, mesh, backdrops:
+    untimed), renders one to warm up, waits for the others, then times
+    ``repeats`` passes of ``render_composited`` (texture, mesh and background
+    uploads, draws, readback) over them.
+    """
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(processes)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_raw_worker,
+            args=(spec, backgrounds, subject, list(sources[i::processes]), repeats, lp_threads, barrier, results),
+        )
+        for i in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+    images = sum(g[0] for g in got)
+    wall = max(g[1] for g in got)
+    cpu = sum(g[2] for g in got)
+    return RawRun(images / wall, 1000.0 * cpu / max(images, 1), images, processes, lp_threads)
 
 
 def _synthetic_source(views: int) -> tuple[NDArray[np.uint8], RenderMesh, NDArray[np.float64]]:

@@ -62,13 +62,12 @@ from typing import Any
 import cv2
 import h5py
 import numpy as np
-from tqdm import tqdm
+from numpy.typing import NDArray
 
 from nvsynth import __version__
 from nvsynth.config import Config
 from nvsynth.errors import UserError
 from nvsynth.h5io import CORE_FIELDS, EncodedRows, Field, H5Writer, encode_rows, partial_path
-from nvsynth.mpii import SUBJECT_RE
 from nvsynth.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
 from recon.record import ReconRecord
 from render.appearance import APPEARANCE_ATTRS, APPEARANCE_FIELDS, appearance_columns, sample_appearance
@@ -132,6 +131,8 @@ def list_sources(obj_root: Path, subject: str, limit: int | None = None) -> tupl
 
 def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
     """``--subjects p00,p03`` (validated), or every subject folder that holds recon records."""
+    from nvsynth.mpii import SUBJECT_RE  # main process only (scipy.io): workers never import it
+
     if wanted:
         names = [s.strip() for s in wanted.split(",") if s.strip()]
         for n in names:
@@ -196,14 +197,19 @@ class SourceRenderer:
         subject, source = task
         return self.render_source(subject, source)
 
-    def render_source(self, subject: str, source: Source) -> SourceResult:
-        from render.compose import finish_views
+    def prepare(self, subject: str, source: Source, lap: _Laps | None = None) -> PreparedSource | SourceResult:
+        """Everything of one source up to the GL call: record, image, views, appearance, mesh, backdrops.
+
+        Returns a :class:`SourceResult` without rows when the source is skipped
+        (unreadable record or image, or no view within the pose limit).
+        """
+        from render.compose import backdrops
         from render.mesh import build_render_mesh
 
         cfg = self.spec.cfg.render
         seed = self.spec.seed
         frame = source.frame_index
-        lap = _Laps()
+        lap = _Laps() if lap is None else lap
 
         def skip_all(reason: str) -> SourceResult:
             return SourceResult(frame, None, [_skip(subject, frame, -1, "", reason)])
@@ -240,14 +246,45 @@ class SourceRenderer:
         lap("sample")
         mesh = build_render_mesh(record)
         lap("mesh")
-        batch = self.renderer.render(image, mesh, np.stack([vw.transform for vw in views]), [p.light for p in params])
+        looks = backdrops(params, self.backgrounds, self.renderer.size)
+        lap("backdrop")
+        return PreparedSource(
+            frame=frame,
+            source_file=record.source_file,
+            image=image,
+            mesh=mesh,
+            views=views,
+            kept=kept,
+            attempts=attempts,
+            params=params,
+            backdrops=looks,
+            skips=skips,
+        )
+
+    def render_prepared(self, prep: PreparedSource) -> NDArray[np.uint8]:
+        """The GL call alone: the source's views composited over their backdrops at render size."""
+        return self.renderer.render_composited(
+            prep.image, prep.mesh, prep.transforms, [p.light for p in prep.params], prep.backdrops
+        )
+
+    def render_source(self, subject: str, source: Source) -> SourceResult:
+        from render.compose import finish_composited
+
+        lap = _Laps()
+        prep = self.prepare(subject, source, lap)
+        if isinstance(prep, SourceResult):
+            return prep
+        # composited in the renderer's pass (background, darkening), then area-resized to 224
+        full = self.render_prepared(prep)
         lap("render")
-        patches, masks = finish_views(batch, params, self.backgrounds, app_rngs)
+        patches, masks = finish_composited(full)
+        del full
         lap("compose")
         # compressed here, in the worker, so that the writer only copies bytes
         patch_rows = encode_rows(_FIELD["face_patch"], patches)
         mask_rows = encode_rows(_FIELD["face_mask"], masks)
         lap("encode")
+        views = prep.views
         n = len(views)
         columns: dict[str, Any] = {
             "face_patch": patch_rows,
@@ -257,14 +294,34 @@ class SourceRenderer:
             "rotation_matrix": np.array([vw.rotation_matrix for vw in views], dtype=np.float32),
             "face_mat_norm": np.array([vw.face_mat_norm for vw in views], dtype=np.float32),
             "landmarks_norm": np.array([vw.landmarks_norm for vw in views], dtype=np.float32),
-            "frame_index": np.full(n, frame, dtype=np.int32),
-            "source_file": [record.source_file] * n,
+            "frame_index": np.full(n, prep.frame, dtype=np.int32),
+            "source_file": [prep.source_file] * n,
             "target_pose": np.array([vw.target for vw in views], dtype=np.float32),
-            "view_index": np.array(kept, dtype=np.int32),
-            "pose_attempts": np.array(attempts, dtype=np.int32),
-            **appearance_columns(params),
+            "view_index": np.array(prep.kept, dtype=np.int32),
+            "pose_attempts": np.array(prep.attempts, dtype=np.int32),
+            **appearance_columns(prep.params),
         }
-        return SourceResult(frame, columns, skips, self.gl_renderer, lap.seconds)
+        return SourceResult(prep.frame, columns, prep.skips, self.gl_renderer, lap.seconds)
+
+
+@dataclass
+class PreparedSource:
+    """One source ready for the renderer (:meth:`SourceRenderer.prepare`)."""
+
+    frame: int
+    source_file: str
+    image: NDArray[np.uint8]  # the source frame, BGR
+    mesh: Any  # render.mesh.RenderMesh
+    views: list[View]
+    kept: list[int]  # view indices rendered
+    attempts: list[int]
+    params: list[Any]  # render.appearance.AppearanceParams per view
+    backdrops: list[Any]  # render.gl.Backdrop per view
+    skips: list[dict[str, Any]]
+
+    @property
+    def transforms(self) -> NDArray[np.float64]:
+        return np.stack([vw.transform for vw in self.views])
 
 
 class _Laps:
@@ -649,6 +706,8 @@ def _render_subject(
         report.rows = writer.rows
         todo = [s for s in sources if s.frame_index > done_frame]
         total = len(todo) * cfg.render.views
+        from tqdm import tqdm  # main process only
+
         bar = tqdm(total=total, unit="img", desc=subject, dynamic_ncols=True, mininterval=0.5, leave=True)
         pending: list[SourceResult] = []
 
