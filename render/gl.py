@@ -374,6 +374,7 @@ class FaceRenderer:
         transforms: ArrayLike,
         lights: Sequence[Light | None] | None,
         backdrops: Sequence[Backdrop],
+        out: NDArray[np.uint8] | None = None,
     ) -> NDArray[np.uint8]:
         """Finished views at render size, composited in the same pass: (B, S, S, 4) uint8.
 
@@ -381,13 +382,18 @@ class FaceRenderer:
         ``backdrops[b].darkening`` and lit by ``lights[b]``, over
         ``backdrops[b]``'s image or colour); channel 3: 0 where the face mask is
         set, 255 elsewhere (the complement of :attr:`RenderBatch.mask`).
+        ``out`` (C-contiguous, that shape) is filled and returned instead of a
+        new array: a worker that keeps one saves the page faults of 13 MB per source.
         """
         tex_img, T, light_list = self._check(texture_bgr, transforms, lights)
         n = len(T)
         if len(backdrops) != n:
             raise ValueError(f"{len(backdrops)} backdrops for {n} views")
         S = self.size
-        out = np.empty((n, S, S, 4), dtype=np.uint8)
+        if out is None:
+            out = np.empty((n, S, S, 4), dtype=np.uint8)
+        elif out.shape != (n, S, S, 4) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous uint8 {(n, S, S, 4)}, got {out.dtype} {out.shape}")
         if not n:
             return out
         ctx = self._ensure_context()
