@@ -4,11 +4,17 @@ A small software z-buffer (no render/ dependency): front-facing triangles are
 painted far-to-near (painter's algorithm, ``cv2.fillConvexPoly``) into a
 triangle-id image of the face's bounding box. A vertex is visible when
 
-* the triangle painted at its pixel is one of its own, or lies no nearer than
-  the vertex there (depth of that triangle's plane along the vertex's ray), and
+* the triangle painted at its pixel is one of its own, or lies no more than
+  ``depth_tolerance_mm`` nearer than the vertex there (depth of that
+  triangle's plane along the vertex's ray), and
 * its surface is not seen at a grazing angle: the angle between the vertex
   normal and the ray to the camera is below ``max_angle_deg``. Texels of
-  grazing surface are stretched smears of the image, so they count as unseen,
+  grazing surface are stretched smears of the image, so they count as unseen
+  -- except in the interior of the face's image, farther than
+  ``interior_mm`` (at the face's distance) from any pixel the face does not
+  cover (its outline, the eye and mouth openings): there a surface seen edge-on (the nostrils under
+  the nose tip, the folds of the nose wings) still faces the camera, and its
+  texels, though stretched, show that part of the face, not background,
 * and it is not just beside an occlusion silhouette: where surface hides a
   vertex from at least ``gap_mm`` in front of it (the nose in front of the far
   cheek, not a shallow crease such as the nostril base or the lip corners,
@@ -27,6 +33,12 @@ from scipy.spatial import cKDTree
 
 #: Surface seen more obliquely than this counts as unseen.
 MAX_VIEW_ANGLE_DEG = 80.0
+#: Hidden by at most this much (mm) of surface in front of it, a vertex counts as seen: in a crease (the
+#: nostrils behind the nose tip, the lip corners) that surface is its own neighbourhood, whose texels are
+#: the right colour for it; a deep occluder (the nose in front of the far cheek) is 14 mm or more in front.
+DEPTH_TOLERANCE_MM = 6.0
+#: Grazing surface farther than this (mm at the face's distance) from the face's outline and openings is seen.
+INTERIOR_MM = 8.0
 #: Hidden behind surface at least this far (mm) in front of it, a vertex marks an occlusion silhouette ...
 OCCLUSION_GAP_MM = 10.0
 #: ... and visible vertices within this distance (mm) of it count as unseen.
@@ -50,10 +62,11 @@ def visible_vertices(
     faces: ArrayLike,
     camera_matrix: ArrayLike,
     max_angle_deg: float = MAX_VIEW_ANGLE_DEG,
-    depth_tolerance_mm: float = 2.0,
+    depth_tolerance_mm: float = DEPTH_TOLERANCE_MM,
     zbuffer_size: int = ZBUFFER_SIZE,
     gap_mm: float = OCCLUSION_GAP_MM,
     margin_mm: float = OCCLUSION_MARGIN_MM,
+    interior_mm: float = INTERIOR_MM,
 ) -> NDArray[np.bool_]:
     """Boolean (V,): seen by the pinhole camera ``camera_matrix`` at the origin, looking along +z."""
     v = np.asarray(vertices, dtype=np.float64)
@@ -88,6 +101,11 @@ def visible_vertices(
 
     iq = np.clip(np.round(q).astype(np.int64), 0, np.array([size[1] - 1, size[0] - 1]))
     hit = ids[iq[:, 1], iq[:, 0]]
+    r = max(1, int(np.ceil(interior_mm * K[0, 0] / float(np.median(z)) * s)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    near_outside = cv2.dilate((ids < 0).astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1)
+    interior = near_outside[iq[:, 1], iq[:, 0]] == 0
+    facing |= interior & (cos_view > 0.0)
     visible = np.zeros(len(v), dtype=bool)
     none = hit < 0
     visible[none] = True  # on the silhouette, outside every painted pixel

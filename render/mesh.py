@@ -79,8 +79,10 @@ from scipy.spatial import cKDTree
 from recon.record import ReconRecord
 from recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_GAP_MM, OCCLUSION_MARGIN_MM
 
-#: A usable triangle is seen more squarely than acos(0.1) = 84 degrees (else it is edge-on: texels smeared 10x).
+#: A triangle seen more obliquely than acos(0.1) = 84 degrees is edge-on (texels smeared 10x): a usable mirror wins.
 GRAZING_COS = 0.1
+#: A triangle whose vertices the source saw is usable down to this cos (a crease tilted past edge-on).
+BACKFACE_COS = -0.3
 #: Seen more obliquely than acos(0.3) = 73 degrees, a triangle may take its mirror's texels ...
 MIRROR_BELOW_COS = 0.3
 #: ... when the mirror's cos is larger by at least this much.
@@ -89,8 +91,8 @@ MIRROR_MARGIN = 0.2
 MIN_MIRROR_PATCH_MM2 = 150.0
 #: Fill vertices copy the texel of the nearest vertex seen at least this squarely (60 degrees).
 DONOR_COS = 0.5
-#: Passes of neighbour-majority smoothing of the own/mirror choice.
-SMOOTHING_PASSES = 2
+#: Diffusion length (mm) of the own/mirror choice where both are usable.
+SMOOTHING_MM = 15.0
 #: Jacobi passes averaging the texels of fill vertices with their neighbours'.
 FILL_SMOOTHING = 4
 #: Eye triangles: centroid inside the eye contour scaled by this factor about the contour's centre.
@@ -215,8 +217,8 @@ def triangle_quality(
     mfaces = mirror[faces][:, [0, 2, 1]]
     q_own = _facing_cos(v, faces, sign)
     q_mir = _facing_cos(v, mfaces, sign)
-    own_ok = visible[faces].all(axis=1) & (q_own >= GRAZING_COS)
-    mir_ok = visible[mfaces].all(axis=1) & (q_mir >= GRAZING_COS)
+    own_ok = visible[faces].all(axis=1) & (q_own >= BACKFACE_COS)
+    mir_ok = visible[mfaces].all(axis=1) & (q_mir >= BACKFACE_COS)
     return q_own, q_mir, own_ok, mir_ok
 
 
@@ -247,23 +249,48 @@ def _classify(record: ReconRecord, sign: float | None) -> tuple[NDArray[np.int8]
     eyes = eye_triangles(record)
     # An eye the source saw (any of its triangles usable) keeps its own texels and is never mirrored.
     seen_eye = np.isin(eyes, [k for k in (1, 2) if np.any(own_ok & (eyes == k))])
+    own_good = own_ok & (q_own >= GRAZING_COS)
+    mir_good = mir_ok & (q_mir >= GRAZING_COS)
     oblique = own_ok & (q_own < MIRROR_BELOW_COS) & (q_mir >= q_own + MIRROR_MARGIN)
-    use_mirror = mir_ok & (~own_ok | oblique) & ~seen_eye
-    # Majority smoothing: where both sources are usable, follow two or three neighbours that agree,
-    # so no lone own triangle sits in a mirrored patch (or the reverse). Seen eyes keep their own texels.
-    free = own_ok & mir_ok & ~seen_eye
+    use_mirror = ((mir_good & (~own_good | oblique)) | (mir_ok & ~own_ok)) & ~seen_eye
+    # Where both sources are usable, the choice follows a smoothed field rather than each triangle's
+    # own normal, so features that face the camera a little more (a moustache, a nose wing) do not stay
+    # islands of own texture in a mirrored cheek: the triangles' choices (1 = mirror) are spread to the
+    # vertices, diffused over about SMOOTHING_MM, and a free triangle mirrors where its corners' mean > 1/2.
+    free = own_good & mir_good & ~seen_eye
+    use_mirror[free] = _diffused_choice(record, use_mirror.astype(np.float64))[free] > 0.5
     nb = triangle_neighbours(np.asarray(record.faces))
-    for _ in range(SMOOTHING_PASSES):
-        votes = np.where(nb >= 0, use_mirror[np.maximum(nb, 0)], False).sum(axis=1)
-        valid = (nb >= 0).sum(axis=1)
-        flip_to_mirror = free & ~use_mirror & (votes >= 2)
-        flip_to_own = free & use_mirror & (valid - votes >= 2)
-        use_mirror = (use_mirror | flip_to_mirror) & ~flip_to_own
     use_mirror &= ~small_patches(record.vertices, record.faces, use_mirror, MIN_MIRROR_PATCH_MM2, nb)
     kinds = np.full(len(q_own), KIND_FALLBACK, dtype=np.int8)
     kinds[own_ok & ~use_mirror] = KIND_OWN
     kinds[use_mirror] = KIND_MIRROR
     return kinds, own_ok
+
+
+def _half_edges(faces: NDArray[np.int64]) -> NDArray[np.int64]:
+    """(6F, 2) directed edges (a, b) and (b, a) of every triangle: interior edges appear twice, boundary ones once."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    return np.concatenate([e, e[:, ::-1]])
+
+
+def _diffused_choice(record: ReconRecord, choice: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per triangle: the mean over its corners of ``choice`` (per triangle) spread to vertices and diffused."""
+    v = np.asarray(record.vertices, dtype=np.float64)
+    faces = np.asarray(record.faces, dtype=np.int64)
+    n = len(v)
+    tri = v[faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    corners = faces.reshape(-1)
+    w = np.repeat(area, 3)
+    field = np.bincount(corners, weights=w * np.repeat(choice, 3), minlength=n)
+    field /= np.maximum(np.bincount(corners, weights=w, minlength=n), 1e-12)
+    edges = _half_edges(faces)
+    length = float(np.linalg.norm(v[edges[:, 0]] - v[edges[:, 1]], axis=1).mean())
+    passes = int(np.ceil((SMOOTHING_MM / max(length, 1e-6)) ** 2))
+    degree = np.maximum(np.bincount(edges[:, 0], minlength=n), 1)
+    for _ in range(passes):
+        field = 0.5 * field + 0.5 * np.bincount(edges[:, 0], weights=field[edges[:, 1]], minlength=n) / degree
+    return field[faces].mean(axis=1)
 
 
 def small_patches(
@@ -385,10 +412,8 @@ def fill_texcoords(
 
     out = lookup(v)
     free = np.flatnonzero(~is_donor)
-    # Jacobi passes over the other vertices, uniform weights over the mesh edges.
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = np.unique(np.sort(edges, axis=1), axis=0)
-    edges = np.concatenate([edges, edges[:, ::-1]])
+    # Jacobi passes over the other vertices, averaging over the mesh edges.
+    edges = _half_edges(faces)
     degree = np.maximum(np.bincount(edges[:, 0], minlength=n), 1).astype(np.float64)
     for _ in range(FILL_SMOOTHING):
         total = np.stack([np.bincount(edges[:, 0], weights=out[edges[:, 1], j], minlength=n) for j in (0, 1)], axis=1)
@@ -400,12 +425,15 @@ def fill_texcoords(
 _FOOTPRINT_SAMPLES = np.array(
     [
         [1 / 3, 1 / 3, 1 / 3],
+        [0.9, 0.05, 0.05],
+        [0.05, 0.9, 0.05],
+        [0.05, 0.05, 0.9],
+        [0.475, 0.475, 0.05],
+        [0.05, 0.475, 0.475],
+        [0.475, 0.05, 0.475],
         [2 / 3, 1 / 6, 1 / 6],
         [1 / 6, 2 / 3, 1 / 6],
         [1 / 6, 1 / 6, 2 / 3],
-        [0.45, 0.45, 0.1],
-        [0.1, 0.45, 0.45],
-        [0.45, 0.1, 0.45],
     ]
 )
 

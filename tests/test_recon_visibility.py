@@ -8,7 +8,7 @@ import numpy as np
 
 from nvsynth.geometry import rot_y
 from recon.template import load_template
-from recon.visibility import visible_vertices
+from recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_MARGIN_MM, vertex_normals, visible_vertices
 
 K = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
 
@@ -67,3 +67,43 @@ def test_template_turned_hides_the_far_cheek(template_path: Path) -> None:
     assert vis[x < -30.0].mean() < 0.3
     nose_tip = int(np.argmin(tpl.vertices[:, 2]))
     assert vis[nose_tip]
+
+
+def test_shallow_creases_count_as_seen_and_deep_occluders_keep_a_margin() -> None:
+    back, fb = grid(21, 100.0, 700.0)  # 5 mm spacing
+    for gap, hidden_expected in ((3.0, False), (100.0, True)):
+        front, ff = grid(3, 30.0, 700.0 - gap)
+        v = np.r_[back, front]
+        f = np.r_[fb, ff + len(back)]
+        vis = visible_vertices(v, f, K)[: len(back)]
+        behind = np.all(np.abs(back[:, :2] * (700.0 - gap) / 700.0) < 15.0 - 1.0, axis=1)
+        if not hidden_expected:
+            # 3 mm of surface in front (a nostril behind the nose tip): its texels are the right colour.
+            assert vis.all()
+            continue
+        assert not vis[behind].any()
+        # Seen vertices beside the occluder's silhouette: unseen within OCCLUSION_MARGIN_MM of a hidden one.
+        d = np.linalg.norm(back[:, None] - back[behind][None], axis=2).min(axis=1)
+        assert np.count_nonzero((d > 0) & (d < OCCLUSION_MARGIN_MM - 0.5)) >= 8
+        assert not vis[(d > 0) & (d < OCCLUSION_MARGIN_MM - 0.5)].any()
+        assert vis[d > OCCLUSION_MARGIN_MM + 3.0].all()
+
+
+def test_grazing_surface_inside_the_face_counts_as_seen(template_path: Path) -> None:
+    """Frontal template: the nostrils under the nose tip are seen edge-on but well inside the face."""
+    import json
+
+    tpl = load_template(template_path)
+    v = tpl.vertices + np.array([0.0, 0.0, 600.0])
+    vis = visible_vertices(v, tpl.faces, K)
+    n = vertex_normals(v, tpl.faces)
+    cos = -np.einsum("ij,ij->i", n, v / np.linalg.norm(v, axis=1, keepdims=True))
+    grazing = (cos > 0) & (cos < np.cos(np.radians(MAX_VIEW_ANGLE_DEG)))
+    lmap = np.array(json.loads((template_path.parent / "dlib68_to_mp468.json").read_text())["empirical"])
+    nose_base = np.linalg.norm(tpl.vertices[:, None] - tpl.vertices[lmap[31:36]][None], axis=2).min(axis=1) < 12.0
+    assert (grazing & nose_base).sum() >= 3
+    assert vis[nose_base].all()
+    # Grazing surface at the outline (the sides of the head) stays unseen.
+    outline = np.abs(tpl.vertices[:, 0]) > 60.0
+    assert (grazing & outline).sum() >= 5
+    assert not vis[grazing & outline].any()
