@@ -9,28 +9,39 @@ Unseen regions
 When the head turns, parts of the face the source camera never saw (or saw
 only at a grazing angle, where one texel is smeared over many pixels) come
 into view. Texture is chosen **per triangle**, from one of three sources.
-A triangle is *usable* when its three vertices are ``record.visible`` (depth
-test, vertex normal within the grazing limit, not just beside an occlusion
-silhouette: see :mod:`recon.visibility`) and its own normal is not edge-on
-(``q >= GRAZING_COS``), with ``q`` = cos of the angle between a triangle's
-outward normal and its line of sight to the source camera, and ``q'`` the
-same for the left/right mirror-symmetric triangle (``record.mirror``; the
-canonical mesh is symmetric):
+With ``q`` = cos of the angle between a triangle's outward normal and its
+line of sight to the source camera, and ``q'`` the same for the left/right
+mirror-symmetric triangle (``record.mirror``; the canonical mesh is
+symmetric), a triangle is *usable* when its three vertices are
+``record.visible`` (see :mod:`recon.visibility`: depth test that lets
+shallow creases through, grazing limit except well inside the face, a
+margin beside deep occluders) and ``q >= BACKFACE_COS``: a crease such as
+the nostril or nose wing can tilt one triangle past edge-on while its
+vertices are plainly seen, and its own texels, a thin stretched strip of the
+photo at that very place, beat any substitute. It is *good* when also
+``q >= GRAZING_COS`` (not edge-on).
 
-1. *mirror*: the mirror triangle's texels, when the mirror is usable and
-   either the triangle is not, or it is seen obliquely (``q <
-   MIRROR_BELOW_COS``) and its mirror clearly better (``q' >= q +
-   MIRROR_MARGIN``). An eye (the triangles inside the dlib eye contours
-   36-41 / 42-47, slightly enlarged) of which the source saw any triangle is
-   never mirrored: a mirrored eye would carry the other eye's iris, mirrored,
-   and so contradict the gaze label; its unseen triangles are filled (3.).
+1. *mirror*: the mirror triangle's texels, when the mirror is usable and the
+   triangle is not, or the mirror is good and the triangle is not good or
+   is seen obliquely (``q < MIRROR_BELOW_COS``) with its mirror clearly
+   better (``q' >= q + MIRROR_MARGIN``). Where both are good, the choice
+   follows a smoothed field instead of each triangle's normal: the
+   triangles' choices (1 = mirror) are spread to the vertices, diffused over
+   about ``SMOOTHING_MM`` and thresholded at 1/2, so the mirrored texture is
+   one contiguous region on the far side of a turned face, bounded by a
+   smooth line, and features that face the camera a little more (a
+   moustache, a nose wing) do not stay islands of own texture in it.
+   An eye (the triangles inside the dlib eye contours 36-41 / 42-47,
+   slightly enlarged) of which the source saw any triangle is never
+   mirrored: a mirrored eye would carry the other eye's iris, mirrored, and
+   so contradict the gaze label; its unseen triangles are filled (3.).
    Mirrored patches smaller than ``MIN_MIRROR_PATCH_MM2`` (a nostril or lip
    corner seen on one side only) are filled (or keep their own texels)
    instead: a pasted-in speck of the other side reads as a stain.
 2. *own*: otherwise, when the triangle is usable: its own texels.
 3. *fill* (``KIND_FALLBACK``): neither is usable (the sides of the head
    beyond the grazing limit on both sides of a frontal face, under the chin
-   of a face seen from above, the nostril openings). Fill is **per vertex**
+   or the nose of a face seen from above). Fill is **per vertex**
    (:func:`fill_texcoords`): every vertex takes the texel of its nearest (3D)
    *donor*, a vertex all of whose triangles are own (or all mirror) and whose
    texel was seen squarely (vertex cos >= ``DONOR_COS``), and
@@ -38,20 +49,20 @@ canonical mesh is symmetric):
    their mesh neighbours'. Fill triangles are welded to one another, so the
    texture is continued smoothly from nearby, well-seen skin instead of flat
    patches. A fill triangle whose texture footprint would reach texels that
-   no usable triangle covers (across the mouth or an eye opening, beyond a
-   silhouette: :func:`footprints_seen`) is painted flat with the texel of the
-   donor nearest its centroid instead, so fill never shows background or
-   anything the source did not see as surface.
+   no usable triangle covers (across the mouth, beyond a silhouette:
+   :func:`footprints_seen`) is painted flat with the texel of the donor
+   nearest its centroid instead, so fill never shows background or anything
+   the source did not see as surface.
 
-Both thresholds on ``q`` select regions bounded by smooth iso-lines of the
-geometry, and where both sources are usable a triangle then follows the
-majority of its three edge neighbours (``SMOOTHING_PASSES`` times), so the
-mirrored texture is one contiguous patch on the far side of a turned face,
-not a scatter of triangles. Vertices are unwelded where
-triangles of different kinds meet, so no triangle interpolates between a
-seen texel and a mirrored one; within one kind, shared vertices stay welded
-and the texture is continuous. ``RenderMesh.seen`` is 1 on vertices of kind
-2 (own) and 0 otherwise.
+Vertices are unwelded where triangles of different kinds meet, so no
+triangle interpolates between a seen texel and a mirrored one; within one
+kind, shared vertices stay welded and the texture is continuous.
+``RenderMesh.seen`` is 1 on vertices of kind 2 (own) and 0 otherwise.
+
+Not done here: where mirrored and own texels meet, the two sides of a photo
+lit from one side differ in brightness. Matching the mirrored texels' mean
+colour to their own-texel neighbours' needs a per-vertex colour gain in the
+renderer, which today multiplies texels by the light only.
 
 Face mask
 ---------
