@@ -42,17 +42,21 @@ photo at that very place, beat any substitute. It is *good* when also
 3. *fill* (``KIND_FALLBACK``): neither is usable (the sides of the head
    beyond the grazing limit on both sides of a frontal face, under the chin
    or the nose of a face seen from above). Fill is **per vertex**
-   (:func:`fill_texcoords`): every vertex takes the texel of its nearest (3D)
-   *donor*, a vertex all of whose triangles are own (or all mirror) and whose
-   texel was seen squarely (vertex cos >= ``DONOR_COS``), and
-   ``FILL_SMOOTHING`` Jacobi passes then average the non-donors' texels with
-   their mesh neighbours'. Fill triangles are welded to one another, so the
-   texture is continued smoothly from nearby, well-seen skin instead of flat
-   patches. A fill triangle whose texture footprint would reach texels that
-   no usable triangle covers (across the mouth, beyond a silhouette:
-   :func:`footprints_seen`) is painted flat with the texel of the donor
-   nearest its centroid instead, so fill never shows background or anything
-   the source did not see as surface.
+   (:func:`fill_texcoords`), never per triangle: a vertex that also belongs
+   to an own (else a mirror) triangle is *anchored* at that triangle's
+   texel; every other vertex starts from the texel of its nearest (3D)
+   *donor*, a vertex all of whose triangles are own (or all mirror) and
+   whose texel was seen squarely (vertex cos >= ``DONOR_COS``), and
+   ``FILL_SMOOTHING`` Jacobi passes average it with its mesh neighbours'.
+   The texture is thus continued from the seen surface across the fill,
+   without a seam at its border and without flat patches. Safety first: a
+   fill triangle's texture footprint must stay on texels some usable
+   triangle covers (:func:`seen_texels`; not across the mouth, not beyond a
+   silhouette, where anchored texels stretched over a large fill could show
+   background); if the anchored texels fail, its corners are pulled towards
+   the donors' texels (``FILL_BLEND``), and if even the donors' fail, the
+   triangle is painted flat with the texel of the donor nearest its
+   centroid (rare: a few triangles in the mouth corners or a nostril).
 
 Vertices are unwelded where triangles of different kinds meet, so no
 triangle interpolates between a seen texel and a mirrored one; within one
@@ -106,6 +110,8 @@ DONOR_COS = 0.5
 SMOOTHING_MM = 15.0
 #: Jacobi passes averaging the texels of fill vertices with their neighbours'.
 FILL_SMOOTHING = 4
+#: Blends of a fill triangle's texels from anchored (0) to its donors' (1), tried in turn (see build_render_mesh).
+FILL_BLEND = (0.0, 0.25, 0.5, 1.0)
 #: Eye triangles: centroid inside the eye contour scaled by this factor about the contour's centre.
 EYE_SCALE = 1.25
 
@@ -383,14 +389,17 @@ def occlusion_visible(
 
 
 def fill_texcoords(
-    record: ReconRecord, kinds: NDArray[np.int8], sign: float | None = None
+    record: ReconRecord, kinds: NDArray[np.int8], sign: float | None = None, anchored: bool = False
 ) -> tuple[NDArray[np.float64], Callable[[NDArray[np.float64]], NDArray[np.float64]]]:
     """(V, 2) texel of each vertex for fill triangles (see the module docstring, 3.), and a donor lookup.
 
     Each vertex starts from the texel of its nearest donor (itself if it is
     one); ``FILL_SMOOTHING`` Jacobi passes then average the non-donor vertices'
-    texels with their neighbours'. The lookup maps points (P, 3) to the
-    texels (P, 2) of their nearest donors.
+    texels with their neighbours'. With ``anchored``, every vertex of an own
+    (else a mirror) triangle keeps that triangle's texel instead, and only the
+    vertices of fill triangles alone are averaged: the fill then meets its
+    neighbours without a seam. The lookup maps points (P, 3) to the texels
+    (P, 2) of their nearest donors.
     """
     v = np.asarray(record.vertices, dtype=np.float64)
     faces = np.asarray(record.faces, dtype=np.int64)
@@ -423,6 +432,11 @@ def fill_texcoords(
 
     out = lookup(v)
     free = np.flatnonzero(~is_donor)
+    if anchored:
+        in_own = np.bincount(corners, weights=k == KIND_OWN, minlength=n) > 0
+        in_mir = np.bincount(corners, weights=k == KIND_MIRROR, minlength=n) > 0
+        out = np.where(in_own[:, None], uv, np.where(in_mir[:, None], uv[mirror], out))
+        free = np.flatnonzero(~(in_own | in_mir))
     # Jacobi passes over the other vertices, averaging over the mesh edges.
     edges = _half_edges(faces)
     degree = np.maximum(np.bincount(edges[:, 0], minlength=n), 1).astype(np.float64)
@@ -449,6 +463,29 @@ _FOOTPRINT_SAMPLES = np.array(
 )
 
 
+def seen_texels(
+    uv: NDArray[np.floating], seen_faces: NDArray[np.integer]
+) -> Callable[[NDArray[np.floating]], NDArray[np.bool_]]:
+    """A test of texture footprints against the seen texels (see :func:`footprints_seen`), rasterised once."""
+    uv = np.asarray(uv, dtype=np.float64)
+    seen_faces = np.asarray(seen_faces, dtype=np.int64)
+    lo = np.floor(uv.min(axis=0)) - 1
+    hi = np.ceil(uv.max(axis=0)) + 2
+    mask = np.zeros((int(hi[1] - lo[1]), int(hi[0] - lo[0])), dtype=np.uint8)
+    fixed = np.round((uv[seen_faces] - lo) * 16.0).astype(np.int32)  # 4 bits of sub-pixel precision
+    for t in fixed:
+        cv2.fillConvexPoly(mask, t, 1, lineType=cv2.LINE_8, shift=4)
+
+    def test(footprints: NDArray[np.floating]) -> NDArray[np.bool_]:
+        fp = np.asarray(footprints, dtype=np.float64).reshape(-1, 3, 2)
+        ij = np.round(np.einsum("sk,tkj->tsj", _FOOTPRINT_SAMPLES, fp) - lo).astype(np.int64)  # (T, S, 2)
+        inside = (ij >= 0).all(axis=2) & (ij[..., 0] < mask.shape[1]) & (ij[..., 1] < mask.shape[0])
+        ij = np.where(inside[..., None], ij, 0)
+        return (inside & (mask[ij[..., 1], ij[..., 0]] > 0)).all(axis=1)
+
+    return test
+
+
 def footprints_seen(
     uv: NDArray[np.floating], seen_faces: NDArray[np.integer], footprints: NDArray[np.floating]
 ) -> NDArray[np.bool_]:
@@ -457,22 +494,7 @@ def footprints_seen(
     Seen texels: the source-image area covered by the triangles ``seen_faces``
     at their texture coordinates ``uv``, rasterised at one pixel.
     """
-    uv = np.asarray(uv, dtype=np.float64)
-    fp = np.asarray(footprints, dtype=np.float64)
-    if not len(fp):
-        return np.zeros(0, dtype=bool)
-    pts = np.einsum("sk,tkj->tsj", _FOOTPRINT_SAMPLES, fp)  # (T, S, 2)
-    if not len(seen_faces):
-        return np.zeros(len(fp), dtype=bool)
-    tri = uv[np.asarray(seen_faces, dtype=np.int64)]
-    lo = np.floor(np.minimum(tri.reshape(-1, 2).min(axis=0), pts.reshape(-1, 2).min(axis=0))) - 1
-    hi = np.ceil(np.maximum(tri.reshape(-1, 2).max(axis=0), pts.reshape(-1, 2).max(axis=0))) + 2
-    mask = np.zeros((int(hi[1] - lo[1]), int(hi[0] - lo[0])), dtype=np.uint8)
-    fixed = np.round((tri - lo) * 16.0).astype(np.int32)  # 4 bits of sub-pixel precision
-    for t in fixed:
-        cv2.fillConvexPoly(mask, t, 1, lineType=cv2.LINE_8, shift=4)
-    ij = np.round(pts - lo).astype(np.int64)
-    return mask[ij[..., 1], ij[..., 0]].astype(bool).all(axis=1)
+    return seen_texels(uv, seen_faces)(footprints)
 
 
 def build_render_mesh(record: ReconRecord) -> RenderMesh:
@@ -492,23 +514,34 @@ def build_render_mesh(record: ReconRecord) -> RenderMesh:
     is_mirror = kinds == KIND_MIRROR
     corner_uv[is_mirror] = uv[mirror[faces[is_mirror]]]
     fill = np.flatnonzero(kinds == KIND_FALLBACK)
-    flat = np.zeros(n_faces, dtype=bool)
+    variant = np.zeros(n_faces, dtype=np.int64)  # fill: index into FILL_BLEND, len(FILL_BLEND) = flat
     if len(fill):
+        # The first blend of the anchored texels (0) towards the donors' (1) whose footprint stays on texels
+        # some usable triangle covers (not across a mouth, not beyond a silhouette); flat if none does.
+        seen = seen_texels(uv, faces[usable])
+        anchored, _ = fill_texcoords(record, kinds, sign, anchored=True)
         texel, donor_texel = fill_texcoords(record, kinds, sign)
-        fill_uv = texel[faces[fill]]
-        # A footprint reaching texels no usable triangle covers (across a mouth or eye opening, or
-        # beyond a silhouette) would show them: such a triangle is painted flat with a donor's texel.
-        unsafe = ~footprints_seen(uv, faces[usable], fill_uv)
-        centroid_donor = donor_texel(v[faces[fill[unsafe]]].mean(axis=1))
-        fill_uv[unsafe] = centroid_donor[:, None, :]
+        choice = np.full(len(fill), len(FILL_BLEND))
+        fill_uv = np.empty((len(fill), 3, 2))
+        for i, alpha in enumerate(FILL_BLEND):
+            todo = np.flatnonzero(choice == len(FILL_BLEND))
+            candidate = ((1.0 - alpha) * anchored + alpha * texel)[faces[fill[todo]]]
+            ok = seen(candidate)
+            fill_uv[todo[ok]] = candidate[ok]
+            choice[todo[ok]] = i
+        flat = choice == len(FILL_BLEND)
+        fill_uv[flat] = donor_texel(v[faces[fill[flat]]].mean(axis=1))[:, None, :]
         corner_uv[fill] = fill_uv
-        flat[fill[unsafe]] = True
+        variant[fill] = choice
 
-    # Unweld: one render vertex per (vertex, kind), and per corner for flat fill triangles.
+    # Unweld: one render vertex per (vertex, kind, fill variant), and per corner for flat fill triangles.
     corner_vertex = faces.reshape(-1)
     corner_kind = np.repeat(kinds, 3).astype(np.int64)
-    corner_tri = np.where(np.repeat(flat, 3), np.repeat(np.arange(n_faces), 3), -1)
-    keys = (corner_vertex * 3 + corner_kind) * (n_faces + 1) + (corner_tri + 1)
+    corner_variant = np.repeat(variant, 3)
+    corner_tri = np.where(corner_variant == len(FILL_BLEND), np.repeat(np.arange(n_faces), 3), -1)
+    keys = ((corner_vertex * 3 + corner_kind) * (len(FILL_BLEND) + 1) + corner_variant) * (n_faces + 1) + (
+        corner_tri + 1
+    )
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     src_vertex = corner_vertex[first]
