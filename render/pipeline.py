@@ -593,9 +593,69 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
         raise UserError("--limit must be at least 1", exit_code=2)
     obj_root, raw_root = Path(cfg.data.mpii.obj), Path(cfg.data.mpii.raw)
     outdir = Path(outdir)
+    state = _Run(cfg, outdir, resume)
+    state.pattern = load_pattern(cfg)  # read once per run
+    from render.backgrounds import BackgroundSource
+
+    backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
+    spec = RunSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=state.pattern, raw_root=raw_root)
+    workers = int(cfg.render.workers)
+    pool: ProcessPoolExecutor | None = None
+    local: SourceRenderer | None = None
+    try:
+        if workers > 1:
+            # 'spawn': each worker starts clean; its renderer (made by _worker_init) creates the GL context in
+            # that process, on its first render. The processes are started now (one no-op task each), so that
+            # their imports overlap with listing the sources below.
+            pool = ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(spec, backgrounds)
+            )
+            for _ in range(workers):
+                pool.submit(os.getpid)
+        plan = _plan(cfg, obj_root, outdir, subjects, limit, resume, state)
+        with _Interrupt() as stop:
+            try:
+                if pool is not None:
+                    executor = pool
+
+                    def submit(task: Any) -> Any:
+                        return executor.submit(_worker_render, task)
+                else:
+                    local = SourceRenderer(spec, backgrounds)
+                    renderer = local
+
+                    def submit(task: Any) -> Any:
+                        return _Done(renderer(task))
+
+                for name, sources, bad in plan:
+                    _render_subject(state, name, sources, bad, submit, workers * IN_FLIGHT_PER_WORKER, stop)
+                    state.save_manifest()
+                state.status = "finished"
+                state.save_manifest()
+            except KeyboardInterrupt:
+                state.status = "interrupted"
+                state.save_manifest()
+                raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # at most one source per worker is finishing
+        if local is not None:
+            local.renderer.release()
+    done = sum(r.rows_this_run for r in state.reports.values())
+    elapsed = time.perf_counter() - state.t0
+    print(
+        f"rendered {done} images for {len(plan)} subject(s) in {elapsed:.1f} s "
+        f"({done / elapsed if elapsed > 0 else 0.0:.1f} images/s) -> {outdir}"
+    )
+    return 0
+
+
+def _plan(
+    cfg: Config, obj_root: Path, outdir: Path, subjects: str | None, limit: int | None, resume: bool, state: _Run
+) -> list[tuple[str, list[Source], list[dict[str, Any]]]]:
+    """The subjects to render with their sources; user mistakes raise before anything is written."""
     names = select_subjects(obj_root, subjects)
     plan: list[tuple[str, list[Source], list[dict[str, Any]]]] = []
-    empty: list[str] = []
     for name in names:
         sources, bad = list_sources(obj_root, name, limit)
         if not sources:
@@ -603,7 +663,7 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
             if subjects:  # named on the command line: an error
                 raise UserError(message)
             print(f"nvsynth render: skipping {message}", file=sys.stderr)
-            empty.append(name)
+            state.reports[name] = SubjectReport(status="no-records")
             continue
         final = outdir / f"{name}.h5"
         if final.exists() and not resume:
@@ -613,58 +673,7 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
         plan.append((name, sources, bad))
     if not plan:
         raise UserError(f"no recon records under {obj_root}: run `nvsynth recon` first")
-
-    state = _Run(cfg, outdir, resume)
-    for name in empty:
-        state.reports[name] = SubjectReport(status="no-records")
-    state.pattern = load_pattern(cfg)  # read once per run
-    from render.backgrounds import BackgroundSource
-
-    backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
-    spec = RunSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=state.pattern, raw_root=raw_root)
-    workers = int(cfg.render.workers)
-    pool: ProcessPoolExecutor | None = None
-    local: SourceRenderer | None = None
-    with _Interrupt() as stop:
-        try:
-            if workers > 1:
-                # 'spawn': each worker starts clean; its renderer (made by _worker_init) creates the
-                # GL context in that process, on its first render.
-                pool = ProcessPoolExecutor(
-                    workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(spec, backgrounds)
-                )
-                executor = pool
-
-                def submit(task: Any) -> Any:
-                    return executor.submit(_worker_render, task)
-            else:
-                local = SourceRenderer(spec, backgrounds)
-                renderer = local
-
-                def submit(task: Any) -> Any:
-                    return _Done(renderer(task))
-
-            for name, sources, bad in plan:
-                _render_subject(state, name, sources, bad, submit, workers * IN_FLIGHT_PER_WORKER, stop)
-                state.save_manifest()
-            state.status = "finished"
-            state.save_manifest()
-        except KeyboardInterrupt:
-            state.status = "interrupted"
-            state.save_manifest()
-            raise
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)  # at most one source per worker is finishing
-            if local is not None:
-                local.renderer.release()
-    done = sum(r.rows_this_run for r in state.reports.values())
-    elapsed = time.perf_counter() - state.t0
-    print(
-        f"rendered {done} images for {len(plan)} subject(s) in {elapsed:.1f} s "
-        f"({done / elapsed if elapsed > 0 else 0.0:.1f} images/s) -> {outdir}"
-    )
-    return 0
+    return plan
 
 
 @dataclass
