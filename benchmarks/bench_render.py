@@ -18,8 +18,9 @@ Definitions (printed with the figures):
   one llvmpipe thread each): :func:`render.bench.pipeline_raw_throughput`
   times only ``FaceRenderer.render_composited`` (texture, mesh and
   background uploads, draws, readback); everything else is prepared
-  beforehand, untimed. One process with two llvmpipe threads is measured too,
-  and the ratio uses the faster of the two layouts.
+  beforehand, untimed. One process with two llvmpipe threads is measured too.
+  Both layouts are measured before and after the end-to-end run; the ratio
+  uses the fastest raw figure (so machine noise can only make it harsher).
 * ratio: end-to-end time per image over raw time per image.
 
     python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 2]
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     from nvsynth.config import from_dict
     from nvsynth.h5io import lzf_backend
     from render.backgrounds import BackgroundSource
-    from render.bench import pipeline_raw_throughput
+    from render.bench import RawRun, pipeline_raw_throughput
     from render.patterns import load_pattern
     from render.pipeline import RunSpec, list_sources, run
 
@@ -107,8 +108,13 @@ def main(argv: list[str] | None = None) -> None:
         backgrounds = BackgroundSource(cfg.data.background_path)
         sources, _ = list_sources(Path(obj), "p00", args.sources)
         layouts = [(max(1, args.workers), 1), (1, 2)]
-        raws = {lay: pipeline_raw_throughput(spec, backgrounds, "p00", sources, *lay, args.repeats) for lay in layouts}
-        best = max(raws.values(), key=lambda r: r.images_per_s)
+
+        def measure_raw() -> dict[tuple[int, int], RawRun]:
+            return {
+                lay: pipeline_raw_throughput(spec, backgrounds, "p00", sources, *lay, args.repeats) for lay in layouts
+            }
+
+        raw_before = measure_raw()
 
         out = work / "out"
         cpu0 = {who: cpu_seconds(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)}
@@ -119,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
         manifest = json.loads((out / "manifest.json").read_text())
         images = int(manifest["totals"]["rows_this_run"])
         size_mb = sum(p.stat().st_size for p in out.glob("*.h5")) / 1e6
+        # measured before and after the end-to-end run; the faster of each layout counts (the harsher ratio)
+        raw_after = measure_raw()
+        raws = {lay: max(raw_before[lay], raw_after[lay], key=lambda r: r.images_per_s) for lay in layouts}
+        best = max(raws.values(), key=lambda r: r.images_per_s)
 
     timing = manifest["timing_s"]
     first = float(timing["first_result"])
@@ -136,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"raw renderer: {r.images_per_s:7.1f} images/s  (render_composited alone on the same views and "
             f"backdrops, {procs} process(es) x {lp} llvmpipe thread(s), {r.images} images, "
-            f"{r.cpu_ms_per_image:.2f} CPU-ms/image)"
+            f"{r.cpu_ms_per_image:.2f} CPU-ms/image; before/after e2e: {raw_before[(procs, lp)].images_per_s:.0f}/"
+            f"{raw_after[(procs, lp)].images_per_s:.0f})"
         )
     print(
         f"ratio (end-to-end time per image / raw, best raw layout): {best.images_per_s / e2e_ips:.2f}x overall, "

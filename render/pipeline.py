@@ -12,8 +12,13 @@ Run control
 * ``--workers N`` (N > 1) renders in N 'spawn' processes, each with its own
   :class:`~render.gl.FaceRenderer` made by the pool's initializer (so the GL
   context is created after the process starts) and one llvmpipe thread;
-  N = 1 renders in-process. Workers also lzf-compress the image rows
-  (:func:`nvsynth.h5io.encode_rows`), so the writer only copies bytes.
+  N = 1 renders in-process. The processes are started before the sources
+  are listed. Per source a worker samples the views and their appearance,
+  builds the mesh, composites each view in the renderer's own pass
+  (:meth:`~render.gl.FaceRenderer.render_composited` over
+  :func:`render.compose.backdrops`), area-resizes to 224
+  (:func:`render.compose.finish_composited`) and lzf-compresses the image
+  rows (:func:`nvsynth.h5io.encode_rows`), so the writer only copies bytes.
 * Each subject is written to ``<subject>.h5.partial`` and renamed when
   complete. Rows are appended in batches of whole sources (at least
   ``WRITE_ROWS`` rows), each flushed with a progress marker (attribute
