@@ -24,7 +24,7 @@ from render.appearance import (
     appearance_columns,
     sample_appearance,
 )
-from render.backgrounds import BLUR_KERNEL, PROCEDURAL_COUNT, BackgroundSource, list_images
+from render.backgrounds import BLUR_KERNEL, PROCEDURAL_COUNT, BackgroundSource, list_images, procedural_background
 from render.compose import finish_views
 from render.gl import FaceRenderer, RenderBatch
 from render.mesh import RenderMesh
@@ -194,6 +194,15 @@ def test_procedural_backgrounds_are_deterministic_varied_and_smooth() -> None:
         assert im.std() > 5, "not a flat colour"
         assert np.abs(np.diff(im, axis=1)).mean() < 3.0, "smooth (box-blurred)"
     assert BackgroundSource.from_config(from_dict({})).procedural
+
+
+def test_procedural_background_is_the_same_scene_at_any_size() -> None:
+    for i in (0, 5, 999):
+        big = cv2.resize(procedural_background(i, 448), (224, 224), interpolation=cv2.INTER_AREA).astype(float)
+        other = procedural_background(i + 1 if i < 999 else 0, 224).astype(float)
+        small = procedural_background(i, 224).astype(float)
+        assert np.abs(big - small).mean() < 6.0, "same draws, same scene"
+        assert np.abs(big - other).mean() > 20.0
 
 
 # -- compositing ------------------------------------------------------------------------------
