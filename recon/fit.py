@@ -6,7 +6,8 @@ first); millimetres throughout.
 1. **Rigid pose**: PnP (EPnP, then Levenberg-Marquardt) of the template's
    vertices for the 51 interior landmarks (brows, nose, eyes, mouth).
 2. **Shape scale**: pose and per-axis template scales (sx, sy, sz) by
-   least squares over all 68 landmarks, with priors: sx and sy near 1 (faces
+   least squares over all 68 landmarks (``scipy.optimize.least_squares``,
+   Levenberg-Marquardt with the analytic Jacobian), with priors: sx and sy near 1 (faces
    differ by about 10%), and sz tied to sx (the template's depth-to-width
    ratio, 0.647, is kept unless the data clearly demand otherwise -- depth is
    barely observable from one view).
@@ -36,13 +37,17 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import least_squares
+from scipy.spatial.transform import Rotation
 
-from nvsynth.geometry import estimate_head_pose, rot_x
+from nvsynth.geometry import estimate_head_pose, project, rot_x
 from recon.template import FaceTemplate, depth_to_width_ratio
 
 JAW = np.arange(0, 17)
 INTERIOR = np.arange(17, 68)
 CHIN = 8
+#: Solver settings of the pose-and-scale step (``scipy.optimize.least_squares``).
+LSQ_OPTIONS: dict = {"method": "lm", "x_scale": "jac", "ftol": 1e-8, "xtol": 1e-8, "gtol": 1e-8, "max_nfev": 100}
 
 
 class FitError(Exception):
@@ -222,30 +227,25 @@ class LandmarkBinding:
         return np.where(self.alpha <= 0.5, self.first, self.second)
 
 
-def _project(cam: NDArray[np.float64], K: NDArray[np.float64]) -> NDArray[np.float64]:
-    z = cam[:, 2:3]
-    return cam[:, :2] / z * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
+#: Levi-Civita symbol: (a x b)_i = EPS[i, j, k] a_j b_k, so the cross-product matrix [a]_x = -EPS @ a.
+EPS = np.zeros((3, 3, 3))
+EPS[[0, 1, 2], [1, 2, 0], [2, 0, 1]] = 1.0
+EPS[[0, 1, 2], [2, 0, 1], [1, 2, 0]] = -1.0
 
 
-def _skew(v: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Cross-product matrices [v]_x of vectors (N, 3) -> (N, 3, 3)."""
-    z = np.zeros(len(v))
-    return np.stack(
-        [
-            np.stack([z, -v[:, 2], v[:, 1]], -1),
-            np.stack([v[:, 2], z, -v[:, 0]], -1),
-            np.stack([-v[:, 1], v[:, 0], z], -1),
-        ],
-        axis=1,
-    )
+def _rotvec_left_jacobian(w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """J(w) with d/dw [Rotation.from_rotvec(w) y] = -[R y]_x J(w) (the left Jacobian of SO(3)).
 
-
-def _exp_so3(w: NDArray[np.float64]) -> NDArray[np.float64]:
-    theta = float(np.linalg.norm(w))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = _skew((w / theta)[None])[0]
-    return np.eye(3) + np.sin(theta) * k + (1.0 - np.cos(theta)) * (k @ k)
+    J = I + (1 - cos a) / a^2 [w]_x + (a - sin a) / a^3 [w]_x^2, a = |w|, by its series near 0.
+    """
+    a2 = float(w @ w)
+    if a2 < 1e-8:
+        c1, c2 = 0.5 - a2 / 24.0, 1.0 / 6.0 - a2 / 120.0
+    else:
+        a = np.sqrt(a2)
+        c1, c2 = (1.0 - np.cos(a)) / a2, (a - np.sin(a)) / (a2 * a)
+    k = -(EPS @ w)  # [w]_x
+    return np.eye(3) + c1 * k + c2 * (k @ k)
 
 
 @dataclass(frozen=True)
@@ -260,49 +260,67 @@ class _PoseScale:
         return np.array([sx, sy, sx * dz])
 
 
-def _pose_scale_residuals(
-    X: NDArray[np.float64],
-    pts: NDArray[np.float64],
-    K: NDArray[np.float64],
-    sig: NDArray[np.float64],
-    st: _PoseScale,
-    w: FitWeights,
-    jacobian: bool,
-) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-    """Residuals (landmarks in sigma units, then the three priors) and their Jacobian.
+class _PoseScaleProblem:
+    """Residuals (landmarks in sigma units, then the three scale priors) and their Jacobian.
 
-    Parameters: a rotation increment (R <- exp(dw) R), t, and the log scales.
+    Parameters x = (w, t, log sx, log sy, log(sz / sx)): the rotation is
+    ``Rotation.from_rotvec(w)`` applied after the start rotation R0, so w
+    starts at 0 and stays small. The model points of the last x are kept:
+    the solver asks for the Jacobian where it has just evaluated the residuals.
     """
-    s = st.scale
-    Y = (X * s) @ st.R.T  # rotated, scaled model points
-    P = Y + st.t
-    z = P[:, 2]
-    fx, fy = K[0, 0], K[1, 1]
-    proj = np.empty((len(P), 2))
-    proj[:, 0] = fx * P[:, 0] / z + K[0, 2]
-    proj[:, 1] = fy * P[:, 1] / z + K[1, 2]
-    prior = np.array([w.scale_sigma, w.scale_sigma, w.depth_sigma])
-    r = np.concatenate([((proj - pts) / sig[:, None]).ravel(), st.log_scale / prior])
-    if not jacobian:
-        return r, None
-    n = len(X)
-    Jp = np.zeros((n, 2, 3))  # d proj / d P
-    Jp[:, 0, 0] = fx / z
-    Jp[:, 0, 2] = -fx * P[:, 0] / z**2
-    Jp[:, 1, 1] = fy / z
-    Jp[:, 1, 2] = -fy * P[:, 1] / z**2
-    dP = np.zeros((n, 3, 9))
-    dP[:, :, 0:3] = -_skew(Y)  # d(exp(dw) Y)/d dw at 0
-    dP[:, :, 3:6] = np.eye(3)
-    cols = st.R * s  # column c of R S, per axis
-    dP[:, :, 6] = X[:, 0:1] * cols[:, 0] + X[:, 2:3] * cols[:, 2]  # sx scales x and (through sz) z
-    dP[:, :, 7] = X[:, 1:2] * cols[:, 1]
-    dP[:, :, 8] = X[:, 2:3] * cols[:, 2]
-    J = np.einsum("nij,njk->nik", Jp, dP) / sig[:, None, None]
-    Jp_prior = np.zeros((3, 9))
-    Jp_prior[:, 6:] = np.diag(1.0 / prior)
-    J = np.concatenate([J.reshape(2 * n, 9), Jp_prior])
-    return r, J
+
+    def __init__(
+        self,
+        X: NDArray[np.float64],
+        pts: NDArray[np.float64],
+        K: NDArray[np.float64],
+        sig: NDArray[np.float64],
+        R0: NDArray[np.float64],
+        w: FitWeights,
+    ) -> None:
+        self.X, self.pts, self.K, self.R0 = X, pts, K, R0
+        self.inv_sig = 1.0 / sig[:, None]
+        self.prior = np.array([w.scale_sigma, w.scale_sigma, w.depth_sigma])
+        self._key = b""
+        self._points: tuple[_PoseScale, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+
+    def state(self, x: NDArray[np.float64]) -> _PoseScale:
+        return _PoseScale(Rotation.from_rotvec(x[:3]).as_matrix() @ self.R0, x[3:6].copy(), x[6:9].copy())
+
+    def points(
+        self, x: NDArray[np.float64]
+    ) -> tuple[_PoseScale, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """State, rotated and scaled model points Y = R S X, camera points P = Y + t, and their pixels."""
+        key = x.tobytes()
+        if key != self._key:
+            st = self.state(x)
+            Y = (self.X * st.scale) @ st.R.T
+            P = Y + st.t
+            self._key, self._points = key, (st, Y, P, project(P, self.K))
+        return self._points
+
+    def residuals(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        proj = self.points(x)[3]
+        return np.concatenate([((proj - self.pts) * self.inv_sig).ravel(), x[6:9] / self.prior])
+
+    def jacobian(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        st, Y, P, proj = self.points(x)
+        X, s, n = self.X, st.scale, len(self.X)
+        # d proj / d P = (K[:2] - proj e_z^T) / z for a camera matrix with last row (0, 0, 1)
+        Jp = np.broadcast_to(self.K[:2], (n, 2, 3)).copy()
+        Jp[:, :, 2] -= proj
+        Jp *= (self.inv_sig / P[:, 2:3])[:, :, None]  # in sigma units
+        dP = np.empty((n, 3, 9))
+        dP[:, :, 0:3] = (EPS @ Y.T).transpose(2, 0, 1) @ _rotvec_left_jacobian(x[:3])  # -[Y]_x J(w)
+        dP[:, :, 3:6] = np.eye(3)
+        cols = st.R * s  # column c of R S, per axis
+        dP[:, :, 6] = X[:, 0:1] * cols[:, 0] + X[:, 2:3] * cols[:, 2]  # sx scales x and (through sz) z
+        dP[:, :, 7] = X[:, 1:2] * cols[:, 1]
+        dP[:, :, 8] = X[:, 2:3] * cols[:, 2]
+        J = np.zeros((2 * n + 3, 9))
+        J[: 2 * n] = (Jp @ dP).reshape(2 * n, 9)
+        J[2 * n :, 6:] = np.diag(1.0 / self.prior)
+        return J
 
 
 def _fit_pose_scale(
@@ -312,31 +330,12 @@ def _fit_pose_scale(
     sig: NDArray[np.float64],
     st: _PoseScale,
     w: FitWeights,
-    iterations: int = 30,
 ) -> _PoseScale:
-    """Levenberg-Marquardt on pose and log scales."""
-    lam = 1e-3
-    r, J = _pose_scale_residuals(X, pts, K, sig, st, w, True)
-    cost = float(r @ r)
-    for _ in range(iterations):
-        H = J.T @ J
-        g = J.T @ r
-        step = -np.linalg.solve(H + lam * np.diag(np.diag(H) + 1e-9), g)
-        cand = _PoseScale(_exp_so3(step[:3]) @ st.R, st.t + step[3:6], st.log_scale + step[6:9])
-        r2, _ = _pose_scale_residuals(X, pts, K, sig, cand, w, False)
-        c2 = float(r2 @ r2)
-        if np.isfinite(c2) and c2 < cost:
-            converged = cost - c2 < 1e-7 * max(cost, 1.0)
-            st, cost = cand, c2
-            lam = max(lam / 10.0, 1e-9)
-            if converged:
-                break
-            r, J = _pose_scale_residuals(X, pts, K, sig, st, w, True)
-        else:
-            lam *= 10.0
-            if lam > 1e8:
-                break
-    return st
+    """Pose and log scales by Levenberg-Marquardt (``scipy.optimize.least_squares``), analytic Jacobian."""
+    problem = _PoseScaleProblem(X, pts, K, sig, st.R, w)
+    x0 = np.concatenate([np.zeros(3), st.t, st.log_scale])
+    sol = least_squares(problem.residuals, x0, jac=problem.jacobian, **LSQ_OPTIONS)
+    return problem.state(sol.x)
 
 
 def fit_landmarks(
@@ -370,13 +369,13 @@ def fit_landmarks(
     state = _PoseScale(R, t, np.zeros(3))
     for _ in range(2):
         cam = model.shape(state.scale) @ state.R.T + state.t
-        bind = model.jaw_contour(cam, _project(cam, K), pts)
+        bind = model.jaw_contour(cam, project(cam, K), pts)
         state = _fit_pose_scale(bind.points(model.X0), pts, K, sig, state, w)
     Rm, tv, s = state.R, state.t, state.scale
     if not (np.all(np.isfinite(Rm)) and np.all(np.isfinite(tv)) and np.all(np.isfinite(s))) or tv[2] <= 0:
         raise FitError("pose/scale fit diverged")
     cam = model.shape(s) @ Rm.T + tv
-    bind = model.jaw_contour(cam, _project(cam, K), pts)
+    bind = model.jaw_contour(cam, project(cam, K), pts)
 
     # 3. smooth non-rigid deformation (linear least squares in D)
     D = np.zeros_like(model.X0)
@@ -385,7 +384,7 @@ def fit_landmarks(
     head = model.shape(s, D)
     verts = head @ Rm.T + tv
     lm3 = bind.points(verts)
-    err = float(np.linalg.norm(_project(lm3, K) - pts, axis=1).mean())
+    err = float(np.linalg.norm(project(lm3, K) - pts, axis=1).mean())
     return FitResult(
         vertices=verts,
         rotation=Rm,
