@@ -41,6 +41,7 @@ from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from nvsynth.geometry import estimate_head_pose, project, rot_x
+from recon.meshops import face_normals
 from recon.template import FaceTemplate, depth_to_width_ratio
 
 JAW = np.arange(0, 17)
@@ -106,12 +107,6 @@ def uniform_laplacian(n: int, edges: NDArray[np.int64]) -> sp.csr_matrix:
     A = sp.coo_matrix((np.ones(2 * len(i)), (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
     deg = np.asarray(A.sum(axis=1)).ravel()
     return (sp.identity(n, format="csr") - sp.diags(1.0 / deg) @ A).tocsr()
-
-
-def face_normals(vertices: NDArray[np.float64], faces: NDArray[np.int32]) -> NDArray[np.float64]:
-    """Unnormalised triangle normals (outward for the template's winding)."""
-    v = vertices
-    return np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
 
 
 class FitModel:

@@ -31,6 +31,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
+from recon.meshops import face_normals, vertex_normals
+
 #: Surface seen more obliquely than this counts as unseen.
 MAX_VIEW_ANGLE_DEG = 80.0
 #: Hidden by at most this much (mm) of surface in front of it, a vertex counts as seen: in a crease (the
@@ -45,16 +47,6 @@ OCCLUSION_GAP_MM = 10.0
 OCCLUSION_MARGIN_MM = 8.0
 #: Longest side of the z-buffer (the face's bounding box is rasterised at this size or less).
 ZBUFFER_SIZE = 256
-
-
-def vertex_normals(vertices: NDArray[np.float64], faces: NDArray[np.int32]) -> NDArray[np.float64]:
-    """Area-weighted unit vertex normals (outward for the template's winding)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 def visible_vertices(
@@ -78,12 +70,12 @@ def visible_vertices(
     px = np.c_[K[0, 0] * v[:, 0] / z + K[0, 2], K[1, 1] * v[:, 1] / z + K[1, 2]]
 
     # facing and grazing
-    n = vertex_normals(v, f.astype(np.int32))
+    n = vertex_normals(v, f)
     ray = v / np.linalg.norm(v, axis=1, keepdims=True)
     cos_view = -np.einsum("ij,ij->i", n, ray)
     facing = cos_view > np.cos(np.radians(max_angle_deg))
 
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    fn = face_normals(v, f)
     front = np.einsum("ij,ij->i", fn, v[f].mean(axis=1)) < 0.0
 
     # z-buffer of front triangles over the mesh's bounding box

@@ -91,6 +91,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from recon.meshops import face_normals, vertex_normals
 from recon.record import ReconRecord
 from recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_GAP_MM, OCCLUSION_MARGIN_MM
 
@@ -143,32 +144,17 @@ class RenderMesh:
         return self.face_region
 
 
-def vertex_normals(vertices: NDArray[np.floating], faces: NDArray[np.integer]) -> NDArray[np.float64]:
-    """Area-weighted unit vertex normals, oriented by the triangle winding."""
-    v = np.asarray(vertices, dtype=np.float64)
-    tri = v[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
-    idx = np.asarray(faces).reshape(-1)
-    per_corner = np.repeat(fn, 3, axis=0)
-    n = np.stack([np.bincount(idx, weights=per_corner[:, j], minlength=len(v)) for j in range(3)], axis=1)
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    return n / np.where(length > 0, length, 1.0)
-
-
 def _facing_cos(vertices: NDArray[np.float64], tris: NDArray[np.integer], sign: float) -> NDArray[np.float64]:
     """cos of the angle between each triangle's outward normal and its line of sight to the camera origin."""
-    p = vertices[tris]
-    n = sign * np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    c = p.mean(axis=1)
+    n = sign * face_normals(vertices, tris)
+    c = vertices[tris].mean(axis=1)
     denom = np.linalg.norm(n, axis=1) * np.linalg.norm(c, axis=1)
     return np.where(denom > 0, -np.einsum("ij,ij->i", n, c) / np.where(denom > 0, denom, 1.0), -1.0)
 
 
 def outward_sign(vertices: NDArray[np.floating], faces: NDArray[np.integer], head_rotation: NDArray) -> float:
     """+1 if the winding's normals point out of the face (towards -z of the head frame), else -1."""
-    v = np.asarray(vertices, dtype=np.float64)
-    tri = v[faces]
-    total = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).sum(axis=0)
+    total = face_normals(vertices, faces).sum(axis=0)
     outward = -np.asarray(head_rotation, dtype=np.float64)[:, 2]
     return 1.0 if float(total @ outward) >= 0 else -1.0
 
@@ -295,8 +281,7 @@ def _diffused_choice(record: ReconRecord, choice: NDArray[np.float64]) -> NDArra
     v = np.asarray(record.vertices, dtype=np.float64)
     faces = np.asarray(record.faces, dtype=np.int64)
     n = len(v)
-    tri = v[faces]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    area = 0.5 * np.linalg.norm(face_normals(v, faces), axis=1)
     corners = faces.reshape(-1)
     w = np.repeat(area, 3)
     field = np.bincount(corners, weights=w * np.repeat(choice, 3), minlength=n)
@@ -331,8 +316,7 @@ def small_patches(
     graph = coo_matrix((np.ones(int(keep.sum())), (a[keep], b[keep])), shape=(len(idx), len(idx)))
     _, label = connected_components(graph, directed=False)
     v = np.asarray(vertices, dtype=np.float64)
-    tri = v[f[idx]]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    area = 0.5 * np.linalg.norm(face_normals(v, f[idx]), axis=1)
     patch_area = np.bincount(label, weights=area)
     out = np.zeros(len(f), dtype=bool)
     out[idx] = patch_area[label] < min_area_mm2

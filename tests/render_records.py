@@ -16,6 +16,7 @@ import numpy as np
 
 from nvsynth import geometry
 from nvsynth.config import from_dict
+from recon.meshops import vertex_normals
 from recon.record import ReconRecord
 from recon.template import load_landmark_map, load_template
 
@@ -44,12 +45,7 @@ def make_record(
     tpl = load_template(template_path)
     verts = tpl.vertices @ rotation.T + translation
     uv = geometry.project(verts, CAMERA)
-    normals = np.zeros_like(verts)
-    tri = verts[tpl.faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    for k in range(3):
-        np.add.at(normals, tpl.faces[:, k], fn)
-    visible = np.einsum("ij,ij->i", normals, verts) < 0  # facing the camera
+    visible = np.einsum("ij,ij->i", vertex_normals(verts, tpl.faces), verts) < 0  # facing the camera
     lm3 = verts[landmark_map(shared)]
     lm2 = geometry.project(lm3, CAMERA)
     ann = geometry.estimate_head_pose(lm2[SIX_FROM_DLIB], CAMERA, np.zeros(5))
