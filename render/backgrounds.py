@@ -71,16 +71,20 @@ def _unit_grid(n: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
 
 @lru_cache(maxsize=PROCEDURAL_COUNT)
 def _procedural_small(index: int, n: int) -> NDArray[np.uint8]:
-    """Background ``index`` drawn at ``n`` x ``n``; the draws do not depend on ``n`` (same scene at any size)."""
+    """Background ``index`` drawn at ``n`` x ``n``; the draws do not depend on ``n`` (same scene at any size).
+
+    Colour arithmetic on (3, n, n) planes (a per-channel colour broadcasts
+    over whole planes, several times faster than over the last axis).
+    """
     rng = np.random.default_rng([PROCEDURAL_SEED, int(index)])
-    c0, c1 = _muted(rng, 2)
+    c0, c1 = _muted(rng, 2)[:, :, None, None]
     angle = float(rng.uniform(0, 2 * np.pi))
     xx, yy = _unit_grid(n)
     ramp = np.clip(0.5 + (np.float32(np.cos(angle)) * xx + np.float32(np.sin(angle)) * yy) * 1.2, 0.0, 1.0)
-    img = c0 + ramp[..., None] * (c1 - c0)
+    img = c0 + ramp * (c1 - c0)
     grid = int(rng.integers(3, 9))
     noise = rng.normal(0.0, rng.uniform(10, 40), size=(grid, grid, 3)).astype(np.float32)
-    img += cv2.resize(noise, (n, n), interpolation=cv2.INTER_CUBIC)
+    img += cv2.resize(noise, (n, n), interpolation=cv2.INTER_CUBIC).transpose(2, 0, 1)
     blob = np.empty((n, n), np.float32)
     diff = np.empty_like(img)
     for _ in range(int(rng.integers(2, 7))):
@@ -89,11 +93,12 @@ def _procedural_small(index: int, n: int) -> NDArray[np.uint8]:
         blob.fill(0.0)
         cv2.ellipse(blob, ((float(cx), float(cy)), (2 * float(ax), 2 * float(ay)), rng.uniform(0, 180)), 1.0, -1)
         soft = cv2.GaussianBlur(blob, (0, 0), n * 0.03)
-        np.subtract(_muted(rng, 1)[0], img, out=diff)  # img <- img * (1 - soft) + colour * soft
-        diff *= soft[..., None]
+        np.subtract(_muted(rng, 1)[0, :, None, None], img, out=diff)  # img <- img * (1 - soft) + colour * soft
+        diff *= soft
         img += diff
     k = max(1, round(BLUR_KERNEL[0] * n / NORM_RENDER_SIZE))
-    small = cv2.blur(np.clip(img, 0, 255).astype(np.uint8), (k, k))
+    planes = np.clip(img, 0, 255, out=img).astype(np.uint8)
+    small = cv2.blur(cv2.merge(list(planes)), (k, k))
     small.flags.writeable = False
     return small
 
