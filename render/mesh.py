@@ -176,11 +176,12 @@ def face_region_distance(record: ReconRecord) -> NDArray[np.float64]:
     """
     pts = _head_frame(record, record.vertices)[:, :2]
     poly = _head_frame(record, record.landmarks_3d)[list(FACE_OUTLINE), :2]
-    a, b = poly, np.roll(poly, -1, axis=0)
-    ab = b - a
-    rel = pts[:, None, :] - a[None]
-    s = np.clip(np.einsum("nkj,kj->nk", rel, ab) / np.maximum(np.einsum("kj,kj->k", ab, ab), 1e-12), 0.0, 1.0)
-    dist = np.linalg.norm(rel - s[..., None] * ab[None], axis=2).min(axis=1)
+    ax, ay = poly[:, 0], poly[:, 1]
+    abx, aby = np.roll(ax, -1) - ax, np.roll(ay, -1) - ay
+    rx, ry = pts[:, 0:1] - ax, pts[:, 1:2] - ay  # (N, K): vertex relative to each edge's start
+    s = np.clip((rx * abx + ry * aby) / np.maximum(abx * abx + aby * aby, 1e-12), 0.0, 1.0)
+    dx, dy = rx - s * abx, ry - s * aby
+    dist = np.sqrt((dx * dx + dy * dy).min(axis=1))
     inside = points_in_polygon(pts, poly)
     return np.where(inside, dist, -dist)
 
