@@ -9,13 +9,9 @@ the same space as the annotation's face centre and gaze target.
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, fields
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,54 +62,23 @@ class ReconRecord:
 
     @classmethod
     def load(cls, path: Path) -> ReconRecord:
-        """Read a record; raises ``ValueError`` if it is not an npz archive, or a key is missing or malformed.
-
-        The file is read in one go and its members as ``np.load`` would (no
-        pickles), except that each distinct ``.npy`` header is parsed once per
-        process: the records of a run share a handful, and parsing them was
-        most of the cost of a load.
-        """
-        data = Path(path).read_bytes()
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                names = set(zf.namelist())
-                missing = [name for name in _FIELDS if name + ".npy" not in names]
-                if missing:
-                    raise ValueError(f"{path}: missing keys {missing}")
-                kw = {name: _read_npy(zf.read(name + ".npy")) for name in _FIELDS}
-        except (zipfile.BadZipFile, EOFError) as err:
-            raise ValueError(f"{path}: not a readable npz archive ({err})") from None
-        kw["reprojection_error_px"] = float(kw["reprojection_error_px"])
-        kw["frame_index"] = int(kw["frame_index"])
-        for name in ("detector", "subject", "source_file"):
-            kw[name] = str(kw[name])
+        """Read a record; raises ``ValueError`` if a key is missing or malformed."""
+        with np.load(path, allow_pickle=False) as z:
+            missing = [f.name for f in fields(cls) if f.name not in z.files]
+            if missing:
+                raise ValueError(f"{path}: missing keys {missing}")
+            kw = {}
+            for f in fields(cls):
+                v = z[f.name]
+                if f.name in ("reprojection_error_px",):
+                    kw[f.name] = float(v)
+                elif f.name == "frame_index":
+                    kw[f.name] = int(v)
+                elif f.name in ("detector", "subject", "source_file"):
+                    kw[f.name] = str(v)
+                else:
+                    kw[f.name] = v
         return cls(**kw)
-
-
-_FIELDS = tuple(f.name for f in fields(ReconRecord))
-
-
-@lru_cache(maxsize=256)
-def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) of a version 1.0 / 2.0 ``.npy`` header (magic included), by numpy's parser."""
-    fp = io.BytesIO(header)
-    if np.lib.format.read_magic(fp) == (1, 0):
-        return np.lib.format.read_array_header_1_0(fp)
-    return np.lib.format.read_array_header_2_0(fp)
-
-
-def _read_npy(raw: bytes) -> NDArray:
-    """One ``.npy`` member as a fresh (writable) array; like ``np.lib.format.read_array(allow_pickle=False)``."""
-    size_bytes = {1: 2, 2: 4}.get(raw[6]) if raw[:6] == b"\x93NUMPY" and len(raw) > 8 else None
-    if size_bytes is None:  # another format version, or not an .npy: numpy's reader (and its errors)
-        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    end = 8 + size_bytes + int.from_bytes(raw[8 : 8 + size_bytes], "little")
-    shape, fortran_order, dtype = _npy_header(raw[:end])
-    if dtype.hasobject:
-        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)  # raises: no pickles
-    count = math.prod(shape)
-    flat = np.frombuffer(raw, dtype=dtype, count=count, offset=end)
-    return flat.reshape(shape, order="F" if fortran_order else "C").copy(order="K")
 
 
 def record_path(obj_root: Path, subject: str, relative_image: str) -> Path:
