@@ -82,14 +82,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
+from matplotlib.path import Path as PolygonPath
 from numpy.typing import NDArray
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from recon.meshops import face_normals, vertex_normals
 from recon.record import ReconRecord
+from recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_GAP_MM, OCCLUSION_MARGIN_MM
 
 #: A triangle seen more obliquely than acos(0.1) = 84 degrees is edge-on (texels smeared 10x): a usable mirror wins.
 GRAZING_COS = 0.1
@@ -155,18 +159,6 @@ def outward_sign(vertices: NDArray[np.floating], faces: NDArray[np.integer], hea
     return 1.0 if float(total @ outward) >= 0 else -1.0
 
 
-def points_in_polygon(points: NDArray[np.floating], polygon: NDArray[np.floating]) -> NDArray[np.bool_]:
-    """(P,): whether each 2D point lies inside the closed ``polygon`` (K, 2) (even-odd rule: crossing count)."""
-    p = np.asarray(points, dtype=np.float64)
-    a = np.asarray(polygon, dtype=np.float64)
-    b = np.roll(a, -1, axis=0)
-    py = p[:, 1:2]
-    straddles = (a[:, 1] > py) != (b[:, 1] > py)  # (P, K): the edge crosses the point's horizontal line
-    dy = np.where(a[:, 1] != b[:, 1], b[:, 1] - a[:, 1], 1.0)
-    x_cross = a[:, 0] + (py - a[:, 1]) * ((b[:, 0] - a[:, 0]) / dy)
-    return np.count_nonzero(straddles & (p[:, 0:1] < x_cross), axis=1) % 2 == 1
-
-
 def face_region_distance(record: ReconRecord) -> NDArray[np.float64]:
     """Signed distance (mm, positive inside) of each vertex to the jaw/eyebrow outline.
 
@@ -182,7 +174,7 @@ def face_region_distance(record: ReconRecord) -> NDArray[np.float64]:
     s = np.clip((rx * abx + ry * aby) / np.maximum(abx * abx + aby * aby, 1e-12), 0.0, 1.0)
     dx, dy = rx - s * abx, ry - s * aby
     dist = np.sqrt((dx * dx + dy * dy).min(axis=1))
-    inside = points_in_polygon(pts, poly)
+    inside = PolygonPath(poly).contains_points(pts)
     return np.where(inside, dist, -dist)
 
 
@@ -205,7 +197,7 @@ def eye_triangles(record: ReconRecord) -> NDArray[np.int8]:
     for k, eye in enumerate(EYES, start=1):
         contour = lm[list(eye)]
         centre = contour.mean(axis=0)
-        label[points_in_polygon(centroids, centre + EYE_SCALE * (contour - centre)) & (label == 0)] = k
+        label[PolygonPath(centre + EYE_SCALE * (contour - centre)).contains_points(centroids) & (label == 0)] = k
     return label
 
 
@@ -304,55 +296,6 @@ def _diffused_choice(record: ReconRecord, choice: NDArray[np.float64]) -> NDArra
     return field[faces].mean(axis=1)
 
 
-def connected_components(n: int, a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Component of each of ``n`` nodes joined by the undirected edges (a[i], b[i]): its smallest node.
-
-    Hooking and pointer jumping (a few vectorised rounds for a mesh patch);
-    numpy only, so the render workers need not import scipy.sparse.
-    """
-    label = np.arange(n)
-    while True:
-        la, lb = label[a], label[b]
-        if np.array_equal(la, lb):
-            return label
-        low = np.minimum(la, lb)
-        np.minimum.at(label, la, low)  # each root joins the smallest root across its edges
-        np.minimum.at(label, lb, low)
-        while True:  # point every node at its root (labels only decrease, so this ends)
-            up = label[label]
-            if np.array_equal(up, label):
-                break
-            label = up
-
-
-def nearest_points(points: NDArray[np.floating], sites: NDArray[np.floating]) -> NDArray[np.int64]:
-    """(P,): index of the site (S, 3) nearest to each point (P, 3), Euclidean, exact in float64.
-
-    Distances by the expansion |p|^2 - 2 p.s + |s|^2 (one matrix product) about
-    the sites' centre; points whose two best sites are within that expansion's
-    rounding are re-ranked with exact differences. numpy only (no scipy.spatial
-    import in the render workers).
-    """
-    centre = np.asarray(sites, dtype=np.float64).mean(axis=0)
-    p = np.asarray(points, dtype=np.float64) - centre
-    s = np.asarray(sites, dtype=np.float64) - centre
-    pp = np.einsum("ij,ij->i", p, p)
-    ss = np.einsum("ij,ij->i", s, s)
-    if not len(p):
-        return np.zeros(0, dtype=np.int64)
-    d2 = pp[:, None] + ss[None, :] - 2.0 * (p @ s.T)
-    best = d2.argmin(axis=1)
-    if len(s) > 1:
-        rows = np.arange(len(p))
-        first = d2[rows, best]
-        d2[rows, best] = np.inf
-        tie = np.flatnonzero(d2.min(axis=1) - first <= 1e-9 * (1.0 + float(pp.max()) + float(ss.max())))
-        if len(tie):
-            diff = p[tie, None, :] - s[None]
-            best[tie] = np.einsum("tsj,tsj->ts", diff, diff).argmin(axis=1)
-    return best
-
-
 def small_patches(
     vertices: NDArray[np.floating],
     faces: NDArray[np.integer],
@@ -371,7 +314,8 @@ def small_patches(
     a = np.repeat(np.arange(len(idx)), 3)
     b = pos[np.where(nb[idx] >= 0, nb[idx], 0)].reshape(-1)
     keep = (nb[idx].reshape(-1) >= 0) & (b >= 0)
-    label = connected_components(len(idx), a[keep], b[keep])
+    graph = coo_matrix((np.ones(int(keep.sum())), (a[keep], b[keep])), shape=(len(idx), len(idx)))
+    _, label = connected_components(graph, directed=False)
     v = np.asarray(vertices, dtype=np.float64)
     area = 0.5 * np.linalg.norm(face_normals(v, f[idx]), axis=1)
     patch_area = np.bincount(label, weights=area)
@@ -384,9 +328,9 @@ def occlusion_visible(
     verts: NDArray[np.floating],
     faces: NDArray[np.integer],
     eps: float = 1e-3,
-    max_angle_deg: float | None = None,
-    gap_mm: float | None = None,
-    margin_mm: float | None = None,
+    max_angle_deg: float = MAX_VIEW_ANGLE_DEG,
+    gap_mm: float = OCCLUSION_GAP_MM,
+    margin_mm: float = OCCLUSION_MARGIN_MM,
 ) -> NDArray[np.bool_]:
     """Vertices that face a camera at the origin and that no other triangle hides from it (ray casting).
 
@@ -397,15 +341,7 @@ def occlusion_visible(
     Normals follow the winding, which must point out of the surface. Cost:
     one ray per vertex against every triangle (vectorised; ~50 ms for the
     template), so it is meant for tools and tests, not the render loop.
-    The three limits default to :mod:`recon.visibility`'s.
     """
-    from scipy.spatial import cKDTree  # tools only: the render workers never import scipy
-
-    from recon import visibility
-
-    max_angle_deg = visibility.MAX_VIEW_ANGLE_DEG if max_angle_deg is None else max_angle_deg
-    gap_mm = visibility.OCCLUSION_GAP_MM if gap_mm is None else gap_mm
-    margin_mm = visibility.OCCLUSION_MARGIN_MM if margin_mm is None else margin_mm
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     cos = -np.einsum("ij,ij->i", vertex_normals(verts, faces), verts) / np.linalg.norm(verts, axis=1)
@@ -450,14 +386,6 @@ def fill_texcoords(
     neighbours without a seam. The lookup maps points (P, 3) to the texels
     (P, 2) of their nearest donors.
     """
-    texels = _fill_texels(record, kinds, sign, anchored=(anchored,))
-    return texels[0], texels[1]
-
-
-def _fill_texels(
-    record: ReconRecord, kinds: NDArray[np.int8], sign: float | None, anchored: tuple[bool, ...]
-) -> tuple[Any, ...]:
-    """:func:`fill_texcoords` for each flag in ``anchored`` at once: (texels..., lookup); one donor search."""
     v = np.asarray(record.vertices, dtype=np.float64)
     faces = np.asarray(record.faces, dtype=np.int64)
     uv = np.asarray(record.uv, dtype=np.float64)
@@ -479,37 +407,28 @@ def _fill_texels(
         donors = np.flatnonzero(interior)
     if not len(donors):  # nothing seen at all: one texel at the landmarks' centre
         centre = np.asarray(record.landmarks_2d, dtype=np.float64).mean(axis=0)
-        flat = np.repeat(centre[None], n, axis=0)
-        return (*(flat.copy() for _ in anchored), lambda p: np.repeat(centre[None], len(p), axis=0))
+        return np.repeat(centre[None], n, axis=0), lambda p: np.repeat(centre[None], len(p), axis=0)
     is_donor = np.zeros(n, dtype=bool)
     is_donor[donors] = True
-    donor_v = v[donors]
+    tree = cKDTree(v[donors])
 
     def lookup(points: NDArray[np.float64]) -> NDArray[np.float64]:
-        return texel[donors[nearest_points(np.asarray(points).reshape(-1, 3), donor_v)]]
+        return texel[donors[tree.query(points)[1]]].reshape(-1, 2)
 
-    nearest = texel.copy()  # a donor is its own nearest donor
-    others = np.flatnonzero(~is_donor)
-    nearest[others] = lookup(v[others])
+    out = lookup(v)
+    free = np.flatnonzero(~is_donor)
+    if anchored:
+        in_own = np.bincount(corners, weights=k == KIND_OWN, minlength=n) > 0
+        in_mir = np.bincount(corners, weights=k == KIND_MIRROR, minlength=n) > 0
+        out = np.where(in_own[:, None], uv, np.where(in_mir[:, None], uv[mirror], out))
+        free = np.flatnonzero(~(in_own | in_mir))
+    # Jacobi passes over the other vertices, averaging over the mesh edges.
     edges = _half_edges(faces)
     degree = np.maximum(np.bincount(edges[:, 0], minlength=n), 1).astype(np.float64)
-    results = []
-    for anchor in anchored:
-        out = nearest.copy()
-        free = np.flatnonzero(~is_donor)
-        if anchor:
-            in_own = np.bincount(corners, weights=k == KIND_OWN, minlength=n) > 0
-            in_mir = np.bincount(corners, weights=k == KIND_MIRROR, minlength=n) > 0
-            out = np.where(in_own[:, None], uv, np.where(in_mir[:, None], uv[mirror], out))
-            free = np.flatnonzero(~(in_own | in_mir))
-        # Jacobi passes over the other vertices, averaging over the mesh edges.
-        for _ in range(FILL_SMOOTHING):
-            total = np.stack(
-                [np.bincount(edges[:, 0], weights=out[edges[:, 1], j], minlength=n) for j in (0, 1)], axis=1
-            )
-            out[free] = total[free] / degree[free, None]
-        results.append(out)
-    return (*results, lookup)
+    for _ in range(FILL_SMOOTHING):
+        total = np.stack([np.bincount(edges[:, 0], weights=out[edges[:, 1], j], minlength=n) for j in (0, 1)], axis=1)
+        out[free] = total[free] / degree[free, None]
+    return out, lookup
 
 
 #: Barycentric sample points of a fill triangle's texture footprint, checked against the seen texels.
@@ -585,7 +504,8 @@ def build_render_mesh(record: ReconRecord) -> RenderMesh:
         # The first blend of the anchored texels (0) towards the donors' (1) whose footprint stays on texels
         # some usable triangle covers (not across a mouth, not beyond a silhouette); flat if none does.
         seen = seen_texels(uv, faces[usable])
-        anchored, texel, donor_texel = _fill_texels(record, kinds, sign, anchored=(True, False))
+        anchored, _ = fill_texcoords(record, kinds, sign, anchored=True)
+        texel, donor_texel = fill_texcoords(record, kinds, sign)
         choice = np.full(len(fill), len(FILL_BLEND))
         fill_uv = np.empty((len(fill), 3, 2))
         for i, alpha in enumerate(FILL_BLEND):

@@ -27,12 +27,9 @@ from render.mesh import (
     MIN_MIRROR_PATCH_MM2,
     build_render_mesh,
     classify_triangles,
-    connected_components,
     eye_triangles,
     fill_texcoords,
     footprints_seen,
-    nearest_points,
-    points_in_polygon,
     small_patches,
     triangle_quality,
 )
@@ -222,44 +219,3 @@ def test_fill_pixels_take_the_colours_of_their_seen_neighbourhood(
         assert inside[has_nb].mean() > 0.95, f"view {b}: {inside[has_nb].mean():.1%} of fill pixels in range"
         checked += int(has_nb.sum())
     assert checked > 300
-
-
-# -- numpy geometry helpers (the render workers import neither matplotlib nor scipy) -------------------
-
-
-def test_points_in_polygon_agrees_with_opencv_on_a_concave_outline() -> None:
-    rng = np.random.default_rng(3)
-    outline = np.array([[0, 0], [60, 0], [60, 20], [25, 25], [30, 60], [0, 55], [10, 30]], dtype=np.float64)
-    pts = rng.uniform(-5, 65, size=(4000, 2))
-    expected = np.array([cv2.pointPolygonTest(outline.astype(np.float32), (float(x), float(y)), True) for x, y in pts])
-    clear = np.abs(expected) > 1e-3  # points on an edge may go either way
-    assert clear.sum() > 3900
-    assert np.array_equal(points_in_polygon(pts, outline)[clear], expected[clear] > 0)
-
-
-def test_connected_components_and_nearest_points_agree_with_scipy(template: FaceTemplate) -> None:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components as scipy_components
-    from scipy.spatial import cKDTree
-
-    rng = np.random.default_rng(4)
-    n = 400
-    a, b = rng.integers(0, n, size=(2, 260))
-    label = connected_components(n, a, b)
-    _, ref = scipy_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
-    assert len(np.unique(ref)) > 100, "many components, some large"
-    # The same partition: labels correspond one to one.
-    assert len(np.unique(label)) == len(np.unique(ref)) == len(np.unique(np.stack([label, ref]), axis=1).T)
-    assert np.array_equal(label, label[label]) and np.all(label <= np.arange(n)), "a component's smallest node"
-    assert np.array_equal(connected_components(5, np.zeros(0, np.int64), np.zeros(0, np.int64)), np.arange(5))
-
-    v = np.asarray(template.vertices, dtype=np.float64) + np.array([20.0, -10.0, 600.0])
-    sites = v[rng.choice(len(v), 150, replace=False)]
-    queries = np.concatenate([v, rng.normal(size=(200, 3)) * 80 + [20.0, -10.0, 600.0]])
-    got = nearest_points(queries, sites)
-    d2 = ((queries[:, None] - sites[None]) ** 2).sum(axis=2)
-    assert np.array_equal(d2[np.arange(len(queries)), got], d2.min(axis=1)), "a nearest site (exact)"
-    unique = (d2 == d2.min(axis=1, keepdims=True)).sum(axis=1) == 1  # the symmetric template has exact ties
-    assert unique.sum() > 600
-    assert np.array_equal(got[unique], cKDTree(sites).query(queries)[1][unique])
-    assert nearest_points(queries[:0], sites).shape == (0,)
