@@ -16,14 +16,15 @@ import numpy as np
 
 from nvsynth import geometry
 from nvsynth.config import from_dict
+from recon.landmarks import IBUG_SIX
 from recon.meshops import vertex_normals
 from recon.record import ReconRecord
-from recon.template import load_landmark_map, load_template
+from recon.template import FaceTemplate, load_landmark_map, load_template
 
 CAMERA = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
 IMAGE_SIZE = (1280, 720)
 #: dlib indices of the MPIIGaze six points: right-eye outer/inner, left-eye inner/outer, mouth right/left.
-SIX_FROM_DLIB = [36, 39, 42, 45, 48, 54]
+SIX_FROM_DLIB = list(IBUG_SIX)
 
 
 def landmark_map(shared: Path) -> np.ndarray:
@@ -70,6 +71,45 @@ def make_record(
         annotation_rvec=ann.rvec,
         annotation_tvec=ann.translation,
         gaze_target=np.asarray(gaze_target, dtype=np.float64),
+    )
+
+
+def posed_record(
+    template: FaceTemplate,
+    rotation: np.ndarray,
+    translation: np.ndarray,
+    camera: np.ndarray,
+    visible: np.ndarray,
+    landmark_idx: np.ndarray,
+) -> ReconRecord:
+    """The template at a known pose, textured by the source image's projection (no distortion).
+
+    The annotation is the template pose itself; ``visible`` and ``landmark_idx``
+    (68 template vertices) are the caller's choice.
+    """
+    verts = template.vertices @ np.asarray(rotation).T + np.asarray(translation)
+    idx = np.asarray(landmark_idx)
+    return ReconRecord(
+        vertices=verts.astype(np.float32),
+        faces=template.faces,
+        uv=geometry.project(verts, camera).astype(np.float32),
+        visible=np.asarray(visible, dtype=bool),
+        mirror=template.mirror,
+        landmarks_2d=geometry.project(verts[idx], camera).astype(np.float32),
+        landmarks_3d=verts[idx].astype(np.float32),
+        head_rotation=np.asarray(rotation, dtype=np.float64),
+        head_translation=np.asarray(translation, dtype=np.float64),
+        reprojection_error_px=0.0,
+        detector="synthetic",
+        subject="p00",
+        frame_index=0,
+        source_file="p00/day01/0001.jpg",
+        image_size=np.array(IMAGE_SIZE, dtype=np.int32),
+        camera_matrix=np.asarray(camera, dtype=np.float64),
+        dist_coeffs=np.zeros(5),
+        annotation_rvec=cv2.Rodrigues(np.asarray(rotation, dtype=np.float64))[0].reshape(3),
+        annotation_tvec=np.asarray(translation, dtype=np.float64),
+        gaze_target=np.zeros(3),
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from render_records import posed_record
 
 from nvsynth import geometry
 from recon.record import ReconRecord
@@ -51,29 +52,8 @@ def landmark_map(shared: Path) -> np.ndarray:
 def record_at(template: FaceTemplate, landmark_map: np.ndarray, yaw_deg: float, pitch_deg: float) -> ReconRecord:
     R = geometry.head_rotation_from_pitchyaw(np.radians(pitch_deg), np.radians(yaw_deg))
     t = np.array([20.0, -10.0, 600.0])
-    v = template.vertices @ R.T + t
-    return ReconRecord(
-        vertices=v.astype(np.float32),
-        faces=template.faces,
-        uv=geometry.project(v, K).astype(np.float32),
-        visible=visible_vertices(v, template.faces, K),
-        mirror=template.mirror,
-        landmarks_2d=geometry.project(v[landmark_map], K).astype(np.float32),
-        landmarks_3d=v[landmark_map].astype(np.float32),
-        head_rotation=R,
-        head_translation=t,
-        reprojection_error_px=0.0,
-        detector="synthetic",
-        subject="p00",
-        frame_index=0,
-        source_file="p00/day01/0001.jpg",
-        image_size=np.array([1280, 720], dtype=np.int32),
-        camera_matrix=K,
-        dist_coeffs=np.zeros(5),
-        annotation_rvec=cv2.Rodrigues(R)[0].reshape(3),
-        annotation_tvec=t,
-        gaze_target=np.zeros(3),
-    )
+    visible = visible_vertices(template.vertices @ R.T + t, template.faces, K)
+    return posed_record(template, R, t, K, visible, landmark_map)
 
 
 def nose_region(template: FaceTemplate, landmark_map: np.ndarray, radius_mm: float = 15.0) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from render_records import posed_record
 
 from nvsynth import geometry
 from recon.record import ReconRecord
@@ -353,31 +354,9 @@ SKIN = np.array([120, 150, 200])
 def source_record(template: FaceTemplate, yaw_deg: float, pitch_deg: float = 0.0) -> ReconRecord:
     R = geometry.head_rotation_from_pitchyaw(np.radians(pitch_deg), np.radians(yaw_deg))
     t = np.array([30.0, -20.0, 550.0])
-    verts = template.vertices @ R.T + t
-    visible = occlusion_visible(verts, template.faces)  # the template's winding points outwards
-    lm_idx = np.linspace(0, len(verts) - 1, 68).astype(int)
-    return ReconRecord(
-        vertices=verts.astype(np.float32),
-        faces=template.faces,
-        uv=geometry.project(verts, SOURCE_K).astype(np.float32),
-        visible=visible,
-        mirror=template.mirror,
-        landmarks_2d=geometry.project(verts[lm_idx], SOURCE_K).astype(np.float32),
-        landmarks_3d=verts[lm_idx].astype(np.float32),
-        head_rotation=R,
-        head_translation=t,
-        reprojection_error_px=0.0,
-        detector="synthetic",
-        subject="p00",
-        frame_index=0,
-        source_file="p00/day01/0001.jpg",
-        image_size=np.array([1280, 720], dtype=np.int32),
-        camera_matrix=SOURCE_K,
-        dist_coeffs=np.zeros(5),
-        annotation_rvec=cv2.Rodrigues(R)[0].reshape(3),
-        annotation_tvec=t,
-        gaze_target=np.zeros(3),
-    )
+    visible = occlusion_visible(template.vertices @ R.T + t, template.faces)  # the template's winding points outwards
+    lm_idx = np.linspace(0, len(template.vertices) - 1, 68).astype(int)
+    return posed_record(template, R, t, SOURCE_K, visible, lm_idx)
 
 
 def symmetric_colour(head_points: np.ndarray) -> np.ndarray:
