@@ -33,12 +33,12 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nvsynth.config import load_config  # noqa: E402
-from nvsynth.mpii import open_subject  # noqa: E402
-from recon.fit import FitModel, fit_landmarks  # noqa: E402
-from recon.landmarks import DlibLandmarker  # noqa: E402
-from recon.template import load_landmark_map, template_from_config  # noqa: E402
-from recon.visibility import visible_vertices  # noqa: E402
+from nvsynth.core.config import load_config  # noqa: E402
+from nvsynth.datasets.mpii import open_subject  # noqa: E402
+from nvsynth.recon.fit import FitModel, fit_landmarks  # noqa: E402
+from nvsynth.recon.landmarks import DlibLandmarker  # noqa: E402
+from nvsynth.recon.template import load_landmark_map, template_from_config  # noqa: E402
+from nvsynth.recon.visibility import visible_vertices  # noqa: E402
 
 
 class Clock:

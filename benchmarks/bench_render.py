@@ -47,9 +47,9 @@ SAMPLE_RAW = REPO / "supplementary" / "sample"
 
 def make_records(work: Path, sources: int) -> tuple[Path, Path]:
     """Recon on the sample subject, then the records cycled to ``sources`` frames."""
-    from nvsynth.config import from_dict
-    from recon.pipeline import run as run_recon
-    from recon.record import ReconRecord
+    from nvsynth.core.config import from_dict
+    from nvsynth.recon.pipeline import run as run_recon
+    from nvsynth.recon.record import ReconRecord
 
     first = work / "recon"
     cfg = from_dict({"data": {"mpii": {"raw": str(SAMPLE_RAW), "obj": str(first)}}})
@@ -74,12 +74,13 @@ def peak_rss_mb(who: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from nvsynth.config import from_dict
-    from nvsynth.h5io import lzf_backend
-    from render.backgrounds import BackgroundSource
-    from render.bench import RawRun, pipeline_raw_throughput
-    from render.patterns import load_pattern
-    from render.pipeline import RunSpec, list_sources, run
+    from render_raw import RawRun, pipeline_raw_throughput
+
+    from nvsynth.core.config import from_dict
+    from nvsynth.core.h5io import lzf_backend
+    from nvsynth.render.backgrounds import BackgroundSource
+    from nvsynth.render.patterns import load_pattern
+    from nvsynth.render.pipeline import RunSpec, list_sources, run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", type=int, default=60, help="source frames to render (default 60)")

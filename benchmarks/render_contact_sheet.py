@@ -27,15 +27,15 @@ import dlib
 import numpy as np
 from skimage import data
 
-from nvsynth import geometry, seeding
-from nvsynth.config import RenderConfig
-from recon.record import ReconRecord
-from recon.template import load_template
-from render.appearance import Light, sample_appearance
-from render.backgrounds import BackgroundSource
-from render.compose import finish_views
-from render.gl import FaceRenderer
-from render.mesh import build_render_mesh, occlusion_visible, vertex_normals
+from nvsynth.core import geometry, seeding
+from nvsynth.core.config import RenderConfig
+from nvsynth.recon.record import ReconRecord
+from nvsynth.recon.template import load_template
+from nvsynth.render.appearance import Light, sample_appearance
+from nvsynth.render.backgrounds import BackgroundSource
+from nvsynth.render.compose import finish_views
+from nvsynth.render.gl import FaceRenderer
+from nvsynth.render.mesh import build_render_mesh, occlusion_visible, vertex_normals
 
 
 def dlib_landmarks(image_bgr: np.ndarray) -> np.ndarray:

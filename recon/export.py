@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from recon.record import ReconRecord
+from nvsynth.recon.record import ReconRecord
 
 #: Margin (px) around the face kept in the exported texture.
 TEXTURE_MARGIN = 16
@@ -98,7 +98,7 @@ def draw_overlay(
     for (a, b), seen in zip(e, both, strict=True):
         color = (255, 255, 0) if seen else (140, 40, 0)
         cv2.line(img, tuple(q[a]), tuple(q[b]), color, 1, cv2.LINE_AA, shift=sh)
-    from nvsynth.mpii import Camera
+    from nvsynth.datasets.mpii import Camera
 
     cam = Camera(np.asarray(record.camera_matrix), np.asarray(record.dist_coeffs))
     fitted = cam.project(np.asarray(record.landmarks_3d, dtype=np.float64))

@@ -40,9 +40,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from nvsynth.geometry import estimate_head_pose, project, rot_x
-from recon.meshops import face_normals
-from recon.template import FaceTemplate, depth_to_width_ratio
+from nvsynth.core.geometry import estimate_head_pose, project, rot_x
+from nvsynth.recon.meshops import face_normals
+from nvsynth.recon.template import FaceTemplate, depth_to_width_ratio
 
 JAW = np.arange(0, 17)
 INTERIOR = np.arange(17, 68)

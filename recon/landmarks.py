@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from nvsynth.errors import UserError
+from nvsynth.core.errors import UserError
 
 N_LANDMARKS = 68
 #: iBUG indices of the annotation's six points: four eye corners, two mouth corners

@@ -33,15 +33,15 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from nvsynth.config import Config
-from nvsynth.errors import UserError
-from nvsynth.mpii import Camera, Frame, Subject, open_subject, select_subjects
-from recon.export import export_obj
-from recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
-from recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
-from recon.record import ReconRecord, record_path
-from recon.template import load_landmark_map, template_from_config
-from recon.visibility import visible_vertices
+from nvsynth.core.config import Config
+from nvsynth.core.errors import UserError
+from nvsynth.datasets.mpii import Camera, Frame, Subject, open_subject, select_subjects
+from nvsynth.recon.export import export_obj
+from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
+from nvsynth.recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
+from nvsynth.recon.record import ReconRecord, record_path
+from nvsynth.recon.template import load_landmark_map, template_from_config
+from nvsynth.recon.visibility import visible_vertices
 
 #: A fit whose mean reprojection error exceeds this fraction of the outer-eye-corner
 #: distance is rejected (the landmarks cannot be a face the template can take).

@@ -5,7 +5,7 @@ the viewer. nvsynth's head frame follows the MPIIGaze face model and the
 OpenCV camera: x toward image-right for a frontal face, y down, z away from
 the camera, millimetres. The conversion (x, y, z) -> 10 * (x, -y, -z) is a
 proper rotation (180 degrees about x), so triangle winding is preserved.
-The file is not part of this repository; see :mod:`nvsynth.assets`.
+The file is not part of this repository; see :mod:`nvsynth.core.assets`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from nvsynth.assets import FACE_TEMPLATE, resolve
-from nvsynth.config import Config
-from nvsynth.errors import UserError
+from nvsynth.core.assets import FACE_TEMPLATE, resolve
+from nvsynth.core.config import Config
+from nvsynth.core.errors import UserError
 
 CM_TO_MM = 10.0
 N_VERTICES = 468
@@ -107,7 +107,7 @@ def load_landmark_map(cfg: Config | None = None) -> NDArray[np.int32]:
     if path is None and os.environ.get(LANDMARK_MAP_ENV):
         path = Path(os.environ[LANDMARK_MAP_ENV])
     if path is None:
-        ref = resources.files("supplementary") / "face_model" / "landmark_map.json"
+        ref = resources.files("nvsynth.supplementary") / "face_model" / "landmark_map.json"
         text = ref.read_text()
         where = "supplementary/face_model/landmark_map.json"
     else:

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
-from recon.meshops import face_normals, vertex_normals
+from nvsynth.recon.meshops import face_normals, vertex_normals
 
 #: Surface seen more obliquely than this counts as unseen.
 MAX_VIEW_ANGLE_DEG = 80.0

@@ -22,7 +22,7 @@ the view's darkening factor too.
 Every sampled value is returned in :class:`AppearanceParams` and stored per
 row through :data:`APPEARANCE_FIELDS` / :func:`appearance_columns`; all draws
 come from the generator the caller passes in
-(``nvsynth.seeding.view_rng(..., STREAM_APPEARANCE)``).
+(``nvsynth.core.seeding.view_rng(..., STREAM_APPEARANCE)``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from nvsynth.config import RenderConfig
-from nvsynth.h5io import Field
+from nvsynth.core.config import RenderConfig
+from nvsynth.core.h5io import Field
 
 VARIANTS = ("black", "black-dark", "color", "color-dark", "image", "image-dark")
 #: Gaze-NV-Rendering's mix of the six variants (preset ``mpii-nv``).

@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from nvsynth.config import Config
-from nvsynth.errors import UserError
-from nvsynth.geometry import NORM_RENDER_SIZE
+from nvsynth.core.config import Config
+from nvsynth.core.errors import UserError
+from nvsynth.core.geometry import NORM_RENDER_SIZE
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
 #: Box-blur kernel of Gaze-NV-Rendering's backgrounds.

@@ -26,10 +26,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from nvsynth.geometry import NORM_PATCH_SIZE
-from render.appearance import AppearanceParams
-from render.backgrounds import BackgroundSource
-from render.gl import Backdrop, RenderBatch
+from nvsynth.core.geometry import NORM_PATCH_SIZE
+from nvsynth.render.appearance import AppearanceParams
+from nvsynth.render.backgrounds import BackgroundSource
+from nvsynth.render.gl import Backdrop, RenderBatch
 
 
 def background_for(

@@ -8,10 +8,10 @@ hang in Mesa.
 
 Camera
 ------
-The normalized camera (:func:`nvsynth.geometry.normalized_camera_matrix`):
+The normalized camera (:func:`nvsynth.core.geometry.normalized_camera_matrix`):
 focal 960, principal point (224, 224), 448 x 448, OpenCV axes. The GL
 projection is built from the 3x3 camera matrix (:func:`projection_matrix`) so
-a vertex lands at exactly the pixel :func:`nvsynth.geometry.project` gives,
+a vertex lands at exactly the pixel :func:`nvsynth.core.geometry.project` gives,
 pixel centres at integer coordinates; image row 0 is the first row read back,
 so no flip is needed. Rendering is depth-tested and perspective-correct, with
 no MSAA (the 448 -> 224 area resize in :mod:`render.compose` supersamples).
@@ -65,9 +65,9 @@ import moderngl
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from nvsynth import geometry
-from render.appearance import Light
-from render.mesh import RenderMesh
+from nvsynth.core import geometry
+from nvsynth.render.appearance import Light
+from nvsynth.render.mesh import RenderMesh
 
 #: Near and far planes (mm) of the GL projection; the face sits at ~300 mm.
 NEAR_MM = 10.0

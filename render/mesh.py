@@ -91,9 +91,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from recon.meshops import face_normals, vertex_normals
-from recon.record import ReconRecord
-from recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_GAP_MM, OCCLUSION_MARGIN_MM
+from nvsynth.recon.meshops import face_normals, vertex_normals
+from nvsynth.recon.record import ReconRecord
+from nvsynth.recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_GAP_MM, OCCLUSION_MARGIN_MM
 
 #: A triangle seen more obliquely than acos(0.1) = 84 degrees is edge-on (texels smeared 10x): a usable mirror wins.
 GRAZING_COS = 0.1

@@ -21,11 +21,11 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
-from nvsynth import geometry
-from nvsynth.assets import EYEDIAP_CS, EYEDIAP_FT, XGAZE_TRAIN, AssetSpec, resolve
-from nvsynth.config import Config
-from nvsynth.errors import ConfigError, UserError
-from render.views import NormalizedSource
+from nvsynth.core import geometry
+from nvsynth.core.assets import EYEDIAP_CS, EYEDIAP_FT, XGAZE_TRAIN, AssetSpec, resolve
+from nvsynth.core.config import Config
+from nvsynth.core.errors import ConfigError, UserError
+from nvsynth.render.views import NormalizedSource
 
 PATTERNS = ("xgaze-train", "eyediap-cs", "eyediap-ft", "gaussian", "file", "source")
 _ASSET_PATTERNS: dict[str, AssetSpec] = {

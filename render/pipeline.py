@@ -18,7 +18,7 @@ Run control
   (:meth:`~render.gl.FaceRenderer.render_composited` over
   :func:`render.compose.backdrops`), area-resizes to 224
   (:func:`render.compose.finish_composited`) and lzf-compresses the image
-  rows (:func:`nvsynth.h5io.encode_rows`), so the writer only copies bytes.
+  rows (:func:`nvsynth.core.h5io.encode_rows`), so the writer only copies bytes.
 * Each subject is written to ``<subject>.h5.partial`` and renamed when
   complete. Rows are appended in batches of whole sources (at least
   ``WRITE_ROWS`` rows), each flushed with a progress marker (attribute
@@ -70,14 +70,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nvsynth import __version__
-from nvsynth.config import Config
-from nvsynth.errors import UserError
-from nvsynth.h5io import CORE_FIELDS, EncodedRows, Field, H5Writer, encode_rows, partial_path
-from nvsynth.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
-from recon.record import ReconRecord
-from render.appearance import APPEARANCE_ATTRS, APPEARANCE_FIELDS, appearance_columns, sample_appearance
-from render.patterns import Pattern, load_pattern
-from render.views import View, normalize_record, sample_view
+from nvsynth.core.config import Config
+from nvsynth.core.errors import UserError
+from nvsynth.core.h5io import CORE_FIELDS, EncodedRows, Field, H5Writer, encode_rows, partial_path
+from nvsynth.core.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
+from nvsynth.recon.record import ReconRecord
+from nvsynth.render.appearance import APPEARANCE_ATTRS, APPEARANCE_FIELDS, appearance_columns, sample_appearance
+from nvsynth.render.patterns import Pattern, load_pattern
+from nvsynth.render.views import View, normalize_record, sample_view
 
 #: Per-row datasets of the pose sampling (contracts.md).
 POSE_FIELDS: tuple[Field, ...] = (
@@ -136,7 +136,7 @@ def list_sources(obj_root: Path, subject: str, limit: int | None = None) -> tupl
 
 def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
     """``--subjects p00,p03`` (validated), or every subject folder that holds recon records."""
-    from nvsynth.mpii import SUBJECT_RE  # main process only (scipy.io): workers never import it
+    from nvsynth.datasets.mpii import SUBJECT_RE  # main process only (scipy.io): workers never import it
 
     if wanted:
         names = [s.strip() for s in wanted.split(",") if s.strip()]
@@ -183,7 +183,7 @@ class SourceRenderer:
     """Renders sources: one FaceRenderer and one background listing, made in the process that uses them."""
 
     def __init__(self, spec: RunSpec, backgrounds: Any) -> None:
-        from render.gl import FaceRenderer
+        from nvsynth.render.gl import FaceRenderer
 
         self.spec = spec
         self.backgrounds = backgrounds
@@ -194,7 +194,7 @@ class SourceRenderer:
     @property
     def gl_renderer(self) -> str:
         if not self._gl_name:
-            from render.gl import get_context
+            from nvsynth.render.gl import get_context
 
             self._gl_name = str(get_context().info.get("GL_RENDERER", ""))
         return self._gl_name
@@ -209,8 +209,8 @@ class SourceRenderer:
         Returns a :class:`SourceResult` without rows when the source is skipped
         (unreadable record or image, or no view within the pose limit).
         """
-        from render.compose import backdrops
-        from render.mesh import build_render_mesh
+        from nvsynth.render.compose import backdrops
+        from nvsynth.render.mesh import build_render_mesh
 
         cfg = self.spec.cfg.render
         seed = self.spec.seed
@@ -280,7 +280,7 @@ class SourceRenderer:
         )
 
     def render_source(self, subject: str, source: Source) -> SourceResult:
-        from render.compose import finish_composited
+        from nvsynth.render.compose import finish_composited
 
         lap = _Laps()
         prep = self.prepare(subject, source, lap)
@@ -600,7 +600,7 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     outdir = Path(outdir)
     state = _Run(cfg, outdir, resume)
     state.pattern = load_pattern(cfg)  # read once per run
-    from render.backgrounds import BackgroundSource
+    from nvsynth.render.backgrounds import BackgroundSource
 
     backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
     spec = RunSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=state.pattern, raw_root=raw_root)

@@ -1,6 +1,6 @@
 """View geometry: where the mesh goes for a target head pose, and its exact labels.
 
-Everything follows :mod:`nvsynth.geometry`; nothing here restates a formula.
+Everything follows :mod:`nvsynth.core.geometry`; nothing here restates a formula.
 
 1. The source is normalized as in Zhang et al. 2018, but rigidly: points are
    rotated by the normalizing rotation R about the camera origin, then moved
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from nvsynth import geometry
-from recon.record import ReconRecord
+from nvsynth.core import geometry
+from nvsynth.recon.record import ReconRecord
 
 #: Where the face centre sits in normalized camera coordinates, mm.
 FACE_CENTER_NORM = np.array([0.0, 0.0, geometry.NORM_DISTANCE])

@@ -7,7 +7,7 @@ pinhole image over a procedural background, then applies the calibration's
 lens distortion, so the frames behave like a real calibrated webcam's. The
 annotation is made the way MPIIFaceGaze made its own: dlib's 68 landmarks give
 the six face points, and the head pose comes from PnP on the MPIIGaze 6-point
-model with the distortion coefficients (nvsynth.geometry.estimate_head_pose).
+model with the distortion coefficients (nvsynth.core.geometry.estimate_head_pose).
 Gaze targets are points on a virtual screen whose pose is in monitorPose.mat.
 
     python scripts/make_sample.py [--out supplementary/sample]
@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import scipy.io
 
-from nvsynth.geometry import estimate_head_pose
-from recon.landmarks import IBUG_SIX, DlibLandmarker
+from nvsynth.core.geometry import estimate_head_pose
+from nvsynth.recon.landmarks import IBUG_SIX, DlibLandmarker
 
 SUBJECT = "p00"
 WIDTH, HEIGHT = 1280, 720

@@ -50,8 +50,8 @@ from scipy.optimize import least_squares
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recon.landmarks import IBUG_MIRROR, DlibLandmarker, read_pts
-from recon.template import FaceTemplate, load_template
+from nvsynth.recon.landmarks import IBUG_MIRROR, DlibLandmarker, read_pts
+from nvsynth.recon.template import FaceTemplate, load_template
 
 #: iBUG left/right landmark pairs, and the landmarks on the midline.
 IBUG_PAIRS = tuple((int(a), int(b)) for a, b in enumerate(IBUG_MIRROR) if a < b)

@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nvsynth import geometry
-from nvsynth.config import from_dict
-from recon.landmarks import IBUG_SIX
-from recon.meshops import vertex_normals
-from recon.record import ReconRecord
-from recon.template import FaceTemplate, load_landmark_map, load_template
+from nvsynth.core import geometry
+from nvsynth.core.config import from_dict
+from nvsynth.recon.landmarks import IBUG_SIX
+from nvsynth.recon.meshops import vertex_normals
+from nvsynth.recon.record import ReconRecord
+from nvsynth.recon.template import FaceTemplate, load_landmark_map, load_template
 
 CAMERA = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
 IMAGE_SIZE = (1280, 720)

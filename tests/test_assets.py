@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nvsynth import assets
-from nvsynth.errors import UserError
+from nvsynth.core import assets
+from nvsynth.core.errors import UserError
 
 CONTENT = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nvsynth import __version__, cli
+from nvsynth import __version__
+from nvsynth.app import cli
 
 SUBCOMMANDS = ("recon", "render", "targets", "inspect", "demo")
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _nvsynth() -> list[str]:
     """The installed console script when present (setup installs it), else the module."""
     script = Path(sys.executable).parent / "nvsynth"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "nvsynth.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "nvsynth.app.cli"]
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nvsynth.config import Config, from_dict, load_config, with_overrides
-from nvsynth.errors import ConfigError
+from nvsynth.core.config import Config, from_dict, load_config, with_overrides
+from nvsynth.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "nvsynth.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "nvsynth.app.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nvsynth import geometry as g
+from nvsynth.core import geometry as g
 
 # Labels away from the poles (|pitch| = 90 deg leaves yaw undefined).
 pitch_st = st.floats(-1.5, 1.5)

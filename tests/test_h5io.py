@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nvsynth import h5io
-from nvsynth.errors import UserError
+from nvsynth.core import h5io
+from nvsynth.core.errors import UserError
 
 EXTRA = (
     h5io.Field("variant", (), "int8", "appearance variant"),

@@ -19,7 +19,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nvsynth import geometry, h5io, inspect
+from nvsynth.app import inspect
+from nvsynth.core import geometry, h5io
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["black", "black-dark", "color", "color-dark", "image", "image-dark"]
@@ -228,7 +229,7 @@ def test_truncated_copy_is_one_line_exit_1(good: tuple[Path, dict[str, np.ndarra
     bad.write_bytes(good[0].read_bytes()[: good[0].stat().st_size // 2])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "nvsynth.cli", "inspect", str(bad), "-o", str(tmp_path / "png")],
+        [sys.executable, "-m", "nvsynth.app.cli", "inspect", str(bad), "-o", str(tmp_path / "png")],
         capture_output=True,
         text=True,
         env=env,

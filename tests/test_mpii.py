@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from nvsynth import geometry, mpii
-from nvsynth.errors import UserError
+from nvsynth.core import geometry
+from nvsynth.core.errors import UserError
+from nvsynth.datasets import mpii
 
 K = np.array([[994.73, 0.0, 624.63], [0.0, 996.97, 360.36], [0.0, 0.0, 1.0]])
 DIST = np.array([[-0.1619, 0.9053, 0.0011, -0.0015, -1.8627]])  # (1, 5) as in the dataset's Camera.mat

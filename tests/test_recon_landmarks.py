@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from nvsynth.errors import UserError
-from recon.landmarks import (
+from nvsynth.core.errors import UserError
+from nvsynth.recon.landmarks import (
     IBUG_MIRROR,
     IBUG_SIX,
     Box,

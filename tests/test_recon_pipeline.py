@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from nvsynth.cli import main
-from recon.record import ReconRecord
+from nvsynth.app.cli import main
+from nvsynth.recon.record import ReconRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "supplementary" / "sample"

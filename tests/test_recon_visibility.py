@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nvsynth.geometry import rot_y
-from recon.template import load_template
-from recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_MARGIN_MM, vertex_normals, visible_vertices
+from nvsynth.core.geometry import rot_y
+from nvsynth.recon.template import load_template
+from nvsynth.recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_MARGIN_MM, vertex_normals, visible_vertices
 
 K = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
 

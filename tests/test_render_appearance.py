@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from nvsynth import seeding
-from nvsynth.config import from_dict
-from nvsynth.errors import UserError
-from nvsynth.h5io import H5Writer, open_h5
-from recon.template import load_template
-from render.appearance import (
+from nvsynth.core import seeding
+from nvsynth.core.config import from_dict
+from nvsynth.core.errors import UserError
+from nvsynth.core.h5io import H5Writer, open_h5
+from nvsynth.recon.template import load_template
+from nvsynth.render.appearance import (
     APPEARANCE_ATTRS,
     APPEARANCE_FIELDS,
     DARKENING_RANGE,
@@ -24,10 +24,16 @@ from render.appearance import (
     appearance_columns,
     sample_appearance,
 )
-from render.backgrounds import BLUR_KERNEL, PROCEDURAL_COUNT, BackgroundSource, list_images, procedural_background
-from render.compose import finish_views
-from render.gl import FaceRenderer, RenderBatch
-from render.mesh import RenderMesh
+from nvsynth.render.backgrounds import (
+    BLUR_KERNEL,
+    PROCEDURAL_COUNT,
+    BackgroundSource,
+    list_images,
+    procedural_background,
+)
+from nvsynth.render.compose import finish_views
+from nvsynth.render.gl import FaceRenderer, RenderBatch
+from nvsynth.render.mesh import RenderMesh
 
 N_DRAWS = 20000
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from render_records import posed_record
 
-from nvsynth import geometry
-from recon.record import ReconRecord
-from recon.template import FaceTemplate, load_template
-from recon.visibility import visible_vertices
-from render.gl import FaceRenderer
-from render.mesh import (
+from nvsynth.core import geometry
+from nvsynth.recon.record import ReconRecord
+from nvsynth.recon.template import FaceTemplate, load_template
+from nvsynth.recon.visibility import visible_vertices
+from nvsynth.render.gl import FaceRenderer
+from nvsynth.render.mesh import (
     KIND_FALLBACK,
     KIND_MIRROR,
     KIND_OWN,

@@ -5,7 +5,7 @@ its texture coordinates sit in the middle of its own 4x4 block of a small
 texture, painted with a colour that encodes the triangle's index. A render
 is then an exact visibility buffer: each face pixel says which triangle it
 shows. Geometric expectations are computed independently on the CPU with
-``nvsynth.geometry.project``.
+``nvsynth.core.geometry.project``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from render_records import posed_record
 
-from nvsynth import geometry
-from recon.record import ReconRecord
-from recon.template import FaceTemplate, load_template
-from render.appearance import Light
-from render.gl import FaceRenderer, clip_to_pixels, projection_matrix
-from render.mesh import (
+from nvsynth.core import geometry
+from nvsynth.recon.record import ReconRecord
+from nvsynth.recon.template import FaceTemplate, load_template
+from nvsynth.render.appearance import Light
+from nvsynth.render.gl import FaceRenderer, clip_to_pixels, projection_matrix
+from nvsynth.render.mesh import (
     KIND_FALLBACK,
     KIND_MIRROR,
     KIND_OWN,
@@ -503,7 +503,7 @@ def _render_pickled(args: tuple[FaceRenderer, np.ndarray, RenderMesh, np.ndarray
 
 
 def _render_forked(_: int) -> str:
-    from render.gl import ForkedContextError
+    from nvsynth.render.gl import ForkedContextError
 
     try:
         FaceRenderer().render(np.zeros((4, 4, 3), np.uint8), _FORK_MESH[0], np.eye(4)[None])
@@ -535,7 +535,7 @@ def test_renderers_pickle_to_settings_and_render_identically_in_another_process(
 def test_a_process_forked_after_the_context_refuses_to_render_instead_of_hanging(template: FaceTemplate) -> None:
     import multiprocessing
 
-    from render.gl import get_context
+    from nvsynth.render.gl import get_context
 
     get_context()  # this process has a context
     _FORK_MESH.append(id_mesh(frontal_template(template), template.faces)[0])

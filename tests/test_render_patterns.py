@@ -8,12 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
-from nvsynth import geometry
-from nvsynth.cli import main
-from nvsynth.config import from_dict
-from nvsynth.errors import ConfigError, UserError
-from render.patterns import load_pattern, load_pose_file, targets_from_h5
-from render.views import normalize_source
+from nvsynth.app.cli import main
+from nvsynth.core import geometry
+from nvsynth.core.config import from_dict
+from nvsynth.core.errors import ConfigError, UserError
+from nvsynth.render.patterns import load_pattern, load_pose_file, targets_from_h5
+from nvsynth.render.views import normalize_source
 
 
 def _source():

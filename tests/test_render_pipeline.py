@@ -17,13 +17,13 @@ import pytest
 import yaml
 from render_records import write_dataset
 
-from nvsynth import geometry
-from nvsynth.cli import main
-from nvsynth.config import Config, from_dict
-from nvsynth.errors import UserError
-from nvsynth.h5io import partial_path, validate_schema
-from recon.record import ReconRecord
-from render.pipeline import FIELDS, run
+from nvsynth.app.cli import main
+from nvsynth.core import geometry
+from nvsynth.core.config import Config, from_dict
+from nvsynth.core.errors import UserError
+from nvsynth.core.h5io import partial_path, validate_schema
+from nvsynth.recon.record import ReconRecord
+from nvsynth.render.pipeline import FIELDS, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,7 +211,7 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
     cfg_path.write_text(yaml.safe_dump({"data": {"mpii": {"raw": str(raw), "obj": str(obj)}}, "render": settings}))
     out = tmp_path / "out"
     final = out / "p01.h5"
-    cmd = [sys.executable, "-m", "nvsynth.cli", "render", "-save", str(out), "--config", str(cfg_path)]
+    cmd = [sys.executable, "-m", "nvsynth.app.cli", "render", "-save", str(out), "--config", str(cfg_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     part = partial_path(final)
@@ -251,7 +251,7 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
 
 
 def test_encoded_rows_store_the_same_bytes_as_plain_rows(tmp_path: Path) -> None:
-    from nvsynth.h5io import CORE_FIELDS, H5Writer, encode_rows
+    from nvsynth.core.h5io import CORE_FIELDS, H5Writer, encode_rows
 
     rng = np.random.default_rng(0)
     n = 5

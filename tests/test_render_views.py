@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from render_records import SIX_FROM_DLIB, make_record, random_pose
 
-from nvsynth import geometry
-from nvsynth.seeding import STREAM_POSE, view_rng
-from render.patterns import Pattern
-from render.views import (
+from nvsynth.core import geometry
+from nvsynth.core.seeding import STREAM_POSE, view_rng
+from nvsynth.render.patterns import Pattern
+from nvsynth.render.views import (
     FACE_CENTER_NORM,
     apply_rigid,
     make_view,

@@ -27,8 +27,8 @@ import numpy as np
 import scipy.io
 from numpy.typing import NDArray
 
-from nvsynth.errors import UserError
-from nvsynth.geometry import HeadPose
+from nvsynth.core.errors import UserError
+from nvsynth.core.geometry import HeadPose
 
 N_COLUMNS = 28
 SUBJECT_RE = re.compile(r"^p\d\d$")

@@ -13,8 +13,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from nvsynth.config import Config, load_config, with_overrides
-from nvsynth.errors import UserError
+from nvsynth.core.config import Config, load_config, with_overrides
+from nvsynth.core.errors import UserError
 
 SAMPLE_SUBJECT = "p00"
 DEMO_VIEWS = 16
@@ -22,7 +22,7 @@ DEMO_VIEWS = 16
 
 def sample_root() -> Path:
     """The bundled sample (MPIIFaceGaze layout) inside the installed package."""
-    root = Path(str(resources.files("supplementary") / "sample"))
+    root = Path(str(resources.files("nvsynth.supplementary") / "sample"))
     if not (root / SAMPLE_SUBJECT / f"{SAMPLE_SUBJECT}.txt").is_file():
         raise UserError(f"bundled sample not found at {root}; reinstall nvsynth")
     return root
@@ -48,9 +48,9 @@ def demo_config(base: Config, out: Path) -> Config:
 
 
 def run(out: Path, config: Path | None = None) -> int:
-    from nvsynth.inspect import run as run_inspect
-    from recon.pipeline import run as run_recon
-    from render.pipeline import run as run_render
+    from nvsynth.app.inspect import run as run_inspect
+    from nvsynth.recon.pipeline import run as run_recon
+    from nvsynth.render.pipeline import run as run_render
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

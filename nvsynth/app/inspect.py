@@ -3,7 +3,7 @@
 For each ``.h5`` file (PATH is a file or a folder of them) the terminal gets a
 summary: rows, datasets with shapes and dtypes, label ranges in degrees, and
 the mix of render parameters (variant shares, pattern, seed). Problems --
-schema (:func:`nvsynth.h5io.validate_schema`), NaN/inf values, labels outside
+schema (:func:`nvsynth.core.h5io.validate_schema`), NaN/inf values, labels outside
 +-90 degrees, empty masks, mismatched row counts, unreadable files -- go to
 stderr, one line each, and make the exit code 1.
 
@@ -29,8 +29,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 
-from nvsynth import geometry, h5io
-from nvsynth.errors import UserError
+from nvsynth.core import geometry, h5io
+from nvsynth.core.errors import UserError
 
 LABELS = (("face_gaze", "gaze"), ("face_head_pose", "head"))
 LIMIT_RAD = np.pi / 2  # labels beyond +-90 degrees are not valid normalized poses

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from nvsynth.errors import UserError
+from nvsynth.core.errors import UserError
 
 
 @dataclass(frozen=True)

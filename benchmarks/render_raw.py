@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from nvsynth import geometry
-from recon.record import ReconRecord
-from render.appearance import Light
-from render.gl import FaceRenderer
-from render.mesh import RenderMesh, build_render_mesh
+from nvsynth.core import geometry
+from nvsynth.recon.record import ReconRecord
+from nvsynth.render.appearance import Light
+from nvsynth.render.gl import FaceRenderer
+from nvsynth.render.mesh import RenderMesh, build_render_mesh
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def _raw_worker(
     barrier: Any, results: Any,
 ) -> None:  # fmt: skip
     os.environ["LP_NUM_THREADS"] = str(lp_threads)  # before this process's GL context exists
-    from render.pipeline import PreparedSource, SourceRenderer
+    from nvsynth.render.pipeline import PreparedSource, SourceRenderer
 
     worker = SourceRenderer(spec, backgrounds)
     preps = [p for s in sources if isinstance(p := worker.prepare(subject, s), PreparedSource)]
@@ -172,8 +172,8 @@ def pipeline_raw_throughput(
 
 
 def _synthetic_source(views: int) -> tuple[NDArray[np.uint8], RenderMesh, NDArray[np.float64]]:
-    from nvsynth.config import Config
-    from recon.template import template_from_config
+    from nvsynth.core.config import Config
+    from nvsynth.recon.template import template_from_config
 
     tpl = template_from_config(Config())
     K = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])

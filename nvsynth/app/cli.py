@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nvsynth import __version__
-from nvsynth.errors import UserError
+from nvsynth.core.errors import UserError
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from nvsynth.config import load_config, with_overrides
+    from nvsynth.core.config import load_config, with_overrides
 
     # The config is validated before a stage module is imported, so that a bad
     # config reports itself (exit 2) even where a stage cannot load.
@@ -92,7 +92,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = with_overrides(
             load_config(args.config), {"recon.workers": args.workers, "recon.export_obj": args.export_obj}
         )
-        from recon.pipeline import run as run_recon
+        from nvsynth.recon.pipeline import run as run_recon
 
         return run_recon(cfg, subjects=args.subjects, limit=args.limit, force=args.force)
     if args.command == "render":
@@ -105,19 +105,19 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "render.workers": args.workers,
             },
         )
-        from render.pipeline import run as run_render
+        from nvsynth.render.pipeline import run as run_render
 
         return run_render(cfg, outdir=args.save, subjects=args.subjects, limit=args.limit, resume=args.resume)
     if args.command == "targets":
-        from render.patterns import targets_from_h5
+        from nvsynth.render.patterns import targets_from_h5
 
         return targets_from_h5(args.from_h5, args.output)
     if args.command == "inspect":
-        from nvsynth.inspect import run as run_inspect
+        from nvsynth.app.inspect import run as run_inspect
 
         return run_inspect(args.path, out=args.out, num=args.num, index=args.index)
     if args.command == "demo":
-        from nvsynth.demo import run as run_demo
+        from nvsynth.app.demo import run as run_demo
 
         return run_demo(args.out, config=args.config)
     raise AssertionError(args.command)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nvsynth.errors import ConfigError
+from nvsynth.core.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "config_path.yaml"
 

@@ -19,7 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from nvsynth.errors import UserError
+from nvsynth.core.errors import UserError
 
 PARTIAL_SUFFIX = ".partial"
 ROWS_ATTR = "rows_committed"

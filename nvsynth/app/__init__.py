@@ -1,0 +1,1 @@
+"""Application layer: the command line, demo, inspect and targets. See docs/design.md."""

@@ -1,0 +1,1 @@
+"""Dataset readers (MPIIFaceGaze today) behind one small protocol. See docs/design.md."""
