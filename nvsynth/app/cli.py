@@ -1,7 +1,8 @@
 """The ``nvsynth`` command line: recon, render, targets, inspect, demo.
 
-User mistakes (``UserError``) print one line and exit non-zero with no
-traceback; configuration errors exit with code 2.
+This is the one place that turns the layers' exceptions (``nvsynth.core.errors``)
+into what a user sees: one line, no traceback, and an exit code from
+:func:`exit_code` (2 for usage and configuration mistakes, 1 otherwise).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nvsynth import __version__
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import ConfigError, NvsynthError, UserError
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -123,13 +124,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def exit_code(err: NvsynthError) -> int:
+    """The exit code for an expected error: 2 for usage/configuration mistakes, 1 for the rest."""
+    if isinstance(err, UserError):
+        return err.exit_code
+    return 2 if isinstance(err, ConfigError) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except UserError as err:
+    except NvsynthError as err:
         print(f"nvsynth {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return exit_code(err)
     except KeyboardInterrupt:
         print(f"nvsynth {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -44,6 +44,26 @@ FACE_TEMPLATE = AssetSpec(
     sha256="8bac80443397e113f41a8b565ea72c59390bc031d9defab289dba7bc0c54e618",
 )
 
+_MP_ASSETS = "https://storage.googleapis.com/mediapipe-assets/"
+
+FACE_LANDMARK_MODEL = AssetSpec(
+    name="MediaPipe Face Mesh landmark model (Apache-2.0)",
+    filename="face_landmark.tflite",
+    env_var="NVSYNTH_FACE_LANDMARK_MODEL",
+    config_key="assets.face_landmark_model",
+    url=_MP_ASSETS + "face_landmark.tflite",
+    sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+)
+
+IRIS_LANDMARK_MODEL = AssetSpec(
+    name="MediaPipe Iris landmark model (Apache-2.0)",
+    filename="iris_landmark.tflite",
+    env_var="NVSYNTH_IRIS_LANDMARK_MODEL",
+    config_key="assets.iris_landmark_model",
+    url=_MP_ASSETS + "iris_landmark.tflite",
+    sha256="d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+)
+
 _NV_TARGETS = (
     "https://raw.githubusercontent.com/ut-vision/Gaze-NV-Rendering/0b8e0c33b14ea5202face972117ac0eca6cb16df/targets/"
 )

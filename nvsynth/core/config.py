@@ -38,6 +38,8 @@ class AssetsConfig(_Section):
     face_template: Path | None = None  # MediaPipe canonical_face_model.obj
     landmark_map: Path | None = None  # dlib 68 -> template vertex map (JSON)
     targets_dir: Path | None = None  # folder with EYEDIAP_*_head_distribution.txt, xgaze_train.npy
+    face_landmark_model: Path | None = None  # MediaPipe face_landmark.tflite
+    iris_landmark_model: Path | None = None  # MediaPipe iris_landmark.tflite
     cache_dir: Path | None = None  # default ~/.cache/nvsynth
 
 
@@ -88,6 +90,8 @@ _PATH_FIELDS = (
     ("assets", "face_template"),
     ("assets", "landmark_map"),
     ("assets", "targets_dir"),
+    ("assets", "face_landmark_model"),
+    ("assets", "iris_landmark_model"),
     ("assets", "cache_dir"),
     ("render", "pattern_file"),
 )
