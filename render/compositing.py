@@ -170,8 +170,9 @@ class BackdropTarget:
             fbo.clear(float(c[0]), float(c[1]), float(c[2]), 1.0, depth=1.0)
             return
         cv2.cvtColor(np.asarray(bd.image), cv2.COLOR_BGR2BGRA, dst=self._staging)  # alpha 255: not face
-        # written before the framebuffer is bound, so Mesa need not wait for pending draws
-        fbo.color_attachments[0].write(self._staging)
+        texture = fbo.color_attachments[0]
+        assert isinstance(texture, moderngl.Texture)  # made by new_framebuffer
+        texture.write(self._staging)  # before the framebuffer is bound, so Mesa need not wait for pending draws
         fbo.use()
         fbo.color_mask = (False, False, False, False)  # clear the depth only
         fbo.clear(depth=1.0)

@@ -75,6 +75,7 @@ ALPHA_COVERAGE = 0.0  # 1 (255): the face covers the pixel
 ALPHA_NOT_MASK = 1.0  # 0 where the face mask is set, 1 (255) elsewhere
 
 _UNLIT = np.zeros(4, "f4").tobytes()
+_UNIFORMS = ("tex", "tex_xform", "mvp", "rot", "light", "light_color", "dark", "composited")
 
 
 def light_uniforms(light: Light | None) -> tuple[bytes, bytes]:
@@ -95,22 +96,29 @@ class Shader:
 
     def __init__(self, ctx: moderngl.Context) -> None:
         self.program = ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=FRAGMENT_SHADER)
-        self.program["tex"].value = 0  # the source texture is bound to unit 0 (render.upload)
+        self._u = {name: self._uniform(name) for name in _UNIFORMS}
+        self._u["tex"].value = 0  # the source texture is bound to unit 0 (render.upload)
+
+    def _uniform(self, name: str) -> moderngl.Uniform:
+        member = self.program[name]
+        if not isinstance(member, moderngl.Uniform):
+            raise TypeError(f"{name!r} is not a uniform of the program")
+        return member
 
     def set_texture_crop(self, x0: int, y0: int, width: int, height: int) -> None:
         """Texture coordinates are source pixels; the uploaded texture is the crop at (x0, y0) of that size."""
-        self.program["tex_xform"].value = (1.0 / width, 1.0 / height, 0.5 - x0, 0.5 - y0)
+        self._u["tex_xform"].value = (1.0 / width, 1.0 / height, 0.5 - x0, 0.5 - y0)
 
     def set_view(self, view: ViewUniforms, light: Light | None, darkening: float, alpha_mode: float) -> None:
         """One view's uniforms: its matrices, light, face darkening and what alpha holds."""
-        prog = self.program
-        prog["mvp"].write(view.mvp)
-        prog["rot"].write(view.rotation)
+        u = self._u
+        u["mvp"].write(view.mvp)
+        u["rot"].write(view.rotation)
         light_u, color_u = light_uniforms(light)
-        prog["light"].write(light_u)
-        prog["light_color"].write(color_u)
-        prog["dark"].value = darkening
-        prog["composited"].value = alpha_mode
+        u["light"].write(light_u)
+        u["light_color"].write(color_u)
+        u["dark"].value = darkening
+        u["composited"].value = alpha_mode
 
     def release(self) -> None:
         self.program.release()
