@@ -15,7 +15,7 @@ Definitions (printed with the figures):
   start-up (after the first finished source).
 * raw: the renderer alone on the same sources, views and backdrops, in the
   same machine layout as the pipeline (``--workers`` 'spawn' processes with
-  one llvmpipe thread each): :func:`render.bench.pipeline_raw_throughput`
+  one llvmpipe thread each): ``pipeline_raw_throughput`` (benchmarks/render_raw.py)
   times only ``FaceRenderer.render_composited`` (texture, mesh and
   background uploads, draws, readback); everything else is prepared
   beforehand, untimed. One process with two llvmpipe threads is measured too.

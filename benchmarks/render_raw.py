@@ -6,10 +6,10 @@
   with its llvmpipe thread count). Each process prepares its share of the
   sources exactly as a pipeline worker does (untimed), then the renderer
   calls alone are timed, all processes at once.
-* :func:`raw_renderer_throughput` / :func:`measure_renderer`:
-  :meth:`FaceRenderer.render` in this process on one source.
-* ``python -m render.bench`` measures the template textured by a synthetic
-  frame (needs the face template: ``NVSYNTH_FACE_TEMPLATE`` or the config).
+* :func:`measure_renderer`: :meth:`FaceRenderer.render` in this process on
+  one source.
+* ``python benchmarks/render_raw.py`` measures the template textured by a
+  synthetic frame (needs the face template: ``NVSYNTH_FACE_TEMPLATE`` or the config).
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import geometry
-from nvsynth.recon.record import ReconRecord
 from nvsynth.render.appearance import Light
 from nvsynth.render.gl import FaceRenderer
-from nvsynth.render.mesh import RenderMesh, build_render_mesh
+from nvsynth.render.mesh import RenderMesh
 
 
 @dataclass(frozen=True)
@@ -83,19 +82,6 @@ def measure_renderer(
             r.release()
     images = len(T) * repeats
     return RendererTiming(images / wall, 1000.0 * cpu / images, len(T), repeats)
-
-
-def raw_renderer_throughput(
-    record: ReconRecord | RenderMesh,
-    texture_bgr: NDArray[np.uint8],
-    views: int | ArrayLike = 16,
-    repeats: int = 10,
-    lights: Sequence[Light | None] | None = None,
-) -> float:
-    """Images/s of the raw renderer for one source: ``views`` is a count (a pitch/yaw sweep) or (B, 4, 4) transforms."""
-    mesh = record if isinstance(record, RenderMesh) else build_render_mesh(record)
-    T = sweep_transforms(mesh.landmarks, int(views)) if np.ndim(views) == 0 else np.asarray(views, dtype=np.float64)
-    return measure_renderer(texture_bgr, mesh, T, lights, repeats).images_per_s
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ two of the four render pixels are face (0/255).
 
 Two routes give the same pictures:
 
-* :func:`finish_views` composites a :class:`~render.gl.RenderBatch` on the CPU;
+* :func:`finish_views` composites a :class:`~render.compositing.RenderBatch`
+  (:meth:`~render.renderer.FaceRenderer.render`) on the CPU;
 * the pipeline's route composites in the renderer's pass:
   :func:`backdrops` describes each view's background and darkening,
-  :meth:`~render.gl.FaceRenderer.render_composited` draws the face over it,
+  :meth:`~render.renderer.FaceRenderer.render_composited` draws the face over it
+  (:class:`~render.compositing.BackdropTarget`),
   and :func:`finish_composited` only area-resizes and splits the result.
   The face is darkened before its colour is rounded to 8 bits (one rounding
   instead of two), so darkened faces may differ by one grey level.
@@ -29,7 +31,7 @@ from numpy.typing import NDArray
 from nvsynth.core.geometry import NORM_PATCH_SIZE
 from nvsynth.render.appearance import AppearanceParams
 from nvsynth.render.backgrounds import BackgroundSource
-from nvsynth.render.gl import Backdrop, RenderBatch
+from nvsynth.render.compositing import Backdrop, RenderBatch
 
 
 def background_for(
@@ -88,7 +90,7 @@ def finish_views(
 
 
 def backdrop_for(params: AppearanceParams, backgrounds: BackgroundSource, size: int) -> Backdrop:
-    """The :class:`~render.gl.Backdrop` of one view: its background (darkened if asked) and face darkening."""
+    """The :class:`~render.compositing.Backdrop` of one view: its background (darkened if asked) and face darkening."""
     dark = float(params.darkening)
     if params.background_kind == "image":
         image = background_for(params, backgrounds, size)

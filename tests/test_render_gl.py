@@ -1,11 +1,16 @@
-"""The moderngl/EGL renderer and the render mesh, on real renders of the face template.
+"""The whole renderer (render/renderer.py through render/gl.py) on real renders of the face template.
 
-Most checks use an "ID texture": every triangle is unwelded and all three of
-its texture coordinates sit in the middle of its own 4x4 block of a small
-texture, painted with a colour that encodes the triangle's index. A render
-is then an exact visibility buffer: each face pixel says which triangle it
-shows. Geometric expectations are computed independently on the CPU with
-``nvsynth.core.geometry.project``.
+Most checks use an "ID texture" (tests/render_scenes.py): every triangle is
+unwelded and all three of its texture coordinates sit in the middle of its own
+4x4 block of a small texture, painted with a colour that encodes the
+triangle's index. A render is then an exact visibility buffer: each face pixel
+says which triangle it shows. Geometric expectations are computed
+independently on the CPU with ``nvsynth.core.geometry.project``.
+
+Elsewhere: the camera (test_render_camera.py), shading (test_render_shading.py),
+render targets (test_render_compositing.py), texture upload
+(test_render_upload.py), the per-process context (test_render_context.py) and
+render meshes of turned heads (test_render_mesh.py).
 """
 
 from __future__ import annotations
@@ -15,27 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from render_records import posed_record
+from render_scenes import CENTRE, K_NORM, S, decode_ids, frontal_template, id_mesh, pixel_depths, transform, turn_about
 
 from nvsynth.core import geometry
-from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import FaceTemplate, load_template
 from nvsynth.render.appearance import Light
-from nvsynth.render.gl import FaceRenderer, clip_to_pixels, projection_matrix
-from nvsynth.render.mesh import (
-    KIND_FALLBACK,
-    KIND_MIRROR,
-    KIND_OWN,
-    RenderMesh,
-    build_render_mesh,
-    footprints_seen,
-    occlusion_visible,
-    vertex_normals,
-)
-
-S = geometry.NORM_RENDER_SIZE
-K_NORM = geometry.normalized_camera_matrix()
-CENTRE = np.array([0.0, 0.0, geometry.NORM_DISTANCE])
+from nvsynth.render.gl import FaceRenderer
+from nvsynth.render.mesh import RenderMesh
 
 
 @pytest.fixture(scope="module")
@@ -48,120 +39,6 @@ def renderer() -> FaceRenderer:
     r = FaceRenderer()
     yield r
     r.release()
-
-
-# -- helpers ---------------------------------------------------------------------
-
-
-def turn_about(centre: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """4x4 rigid transform: rotate about ``centre``."""
-    T = np.eye(4)
-    T[:3, :3] = rotation
-    T[:3, 3] = centre - rotation @ centre
-    return T
-
-
-def transform(points: np.ndarray, T: np.ndarray) -> np.ndarray:
-    return np.asarray(points, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
-
-
-def id_colour(i: np.ndarray) -> np.ndarray:
-    i = np.asarray(i)
-    return np.stack([i & 0xFF, i >> 8, np.full_like(i, 255)], axis=-1).astype(np.uint8)  # BGR, R = 255 marker
-
-
-def decode_ids(bgr: np.ndarray) -> np.ndarray:
-    """Triangle index of each pixel of an ID render; -1 where no triangle is shown."""
-    b, g, r = (bgr[..., k].astype(np.int64) for k in range(3))
-    return np.where(r == 255, b + 256 * g, -1)
-
-
-def id_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[RenderMesh, np.ndarray]:
-    """Unwelded mesh whose triangle i samples only the colour id_colour(i) (flat per triangle)."""
-    n = len(faces)
-    cols = 64
-    rows = -(-n // cols)
-    tex = np.zeros((rows * 4, cols * 4, 3), dtype=np.uint8)
-    ids = np.arange(n)
-    for i in ids:
-        r, c = divmod(int(i), cols)
-        tex[r * 4 : r * 4 + 4, c * 4 : c * 4 + 4] = id_colour(i)
-    centres = np.stack([(ids % cols) * 4 + 1.5, (ids // cols) * 4 + 1.5], axis=1)
-    pos = np.asarray(vertices, dtype=np.float64)[faces].reshape(-1, 3)
-    normals = vertex_normals(vertices, faces)[faces].reshape(-1, 3)
-    mesh = RenderMesh(
-        positions=pos.astype(np.float32),
-        faces=np.arange(3 * n, dtype=np.int32).reshape(n, 3),
-        texcoords=np.repeat(centres, 3, axis=0).astype(np.float32),
-        normals=normals.astype(np.float32),
-        seen=np.ones(3 * n, dtype=np.float32),
-        landmarks=np.zeros((68, 3), dtype=np.float32),
-    )
-    return mesh, tex
-
-
-def frontal_template(template: FaceTemplate) -> np.ndarray:
-    """Template vertices facing the normalized camera, centred on the optical axis at 300 mm."""
-    v = template.vertices
-    centre = (v.max(axis=0) + v.min(axis=0)) / 2.0
-    return v - centre + CENTRE
-
-
-def pixel_depths(vertices: np.ndarray, faces: np.ndarray, pixel: np.ndarray) -> dict[int, float]:
-    """Camera z of every triangle covering ``pixel`` (CPU ray cast through the pixel centre)."""
-    ray = np.linalg.solve(K_NORM, np.array([pixel[0], pixel[1], 1.0]))
-    out: dict[int, float] = {}
-    for i, tri in enumerate(np.asarray(vertices, dtype=np.float64)[faces]):
-        e1, e2 = tri[1] - tri[0], tri[2] - tri[0]
-        m = np.stack([ray, -e1, -e2], axis=1)
-        if abs(np.linalg.det(m)) < 1e-12:
-            continue
-        t, a, b = np.linalg.solve(m, tri[0])
-        if t > 0 and a >= 0 and b >= 0 and a + b <= 1:
-            out[i] = float(t * ray[2])
-    return out
-
-
-# -- projection ------------------------------------------------------------------
-
-
-def test_projection_matrix_matches_geometry_project() -> None:
-    rng = np.random.default_rng(1)
-    pts = np.stack([rng.uniform(-120, 120, 500), rng.uniform(-120, 120, 500), rng.uniform(150, 600, 500)], axis=1)
-    for K, w, h in ((K_NORM, S, S), (np.array([[1000.0, 0.5, 640.0], [0.0, 990.0, 360.0], [0, 0, 1]]), 1280, 720)):
-        P = projection_matrix(K, w, h)
-        clip = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ P.T
-        np.testing.assert_allclose(clip_to_pixels(clip, w, h), geometry.project(pts, K), atol=1e-9)
-        ndc_z = clip[:, 2] / clip[:, 3]
-        assert np.all((ndc_z > -1) & (ndc_z < 1))
-
-
-def test_rasterized_triangle_covers_exactly_the_pixel_centres_inside_its_projection(renderer: FaceRenderer) -> None:
-    # A triangle with vertices at different depths; coverage must match the pixel centres (integers,
-    # OpenCV convention) inside the triangle that geometry.project draws.
-    tri3 = np.array([[-40.3, -31.7, 280.0], [52.1, -12.9, 330.0], [-7.7, 48.3, 300.0]])
-    mesh = RenderMesh(
-        positions=tri3.astype(np.float32),
-        faces=np.array([[0, 1, 2]], dtype=np.int32),
-        texcoords=np.full((3, 2), 1.0, dtype=np.float32),
-        normals=np.tile([0.0, 0.0, -1.0], (3, 1)).astype(np.float32),
-        seen=np.ones(3, dtype=np.float32),
-        landmarks=np.zeros((68, 3), dtype=np.float32),
-    )
-    texture = np.full((4, 4, 3), 200, dtype=np.uint8)
-    batch = renderer.render(texture, mesh, np.eye(4)[None])
-    p = geometry.project(tri3, K_NORM)
-    yy, xx = np.mgrid[0:S, 0:S].astype(np.float64)
-
-    def edge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (b[0] - a[0]) * (yy - a[1]) - (b[1] - a[1]) * (xx - a[0])
-
-    e = np.stack([edge(p[0], p[1]), edge(p[1], p[2]), edge(p[2], p[0])])
-    inside = np.all(e > 0, axis=0) | np.all(e < 0, axis=0)
-    rendered = batch.alpha[0] > 0
-    assert inside.sum() > 5000
-    assert np.count_nonzero(rendered != inside) <= 2
-    assert np.all(batch.color[0][rendered] == 200)
 
 
 # -- (a) mask centroid and extent ---------------------------------------------------
@@ -316,232 +193,3 @@ def test_renders_are_deterministic_and_independent_of_batching(template: FaceTem
     for i, s in enumerate(singles):
         assert np.array_equal(a.color[i], s.color[0]) and np.array_equal(a.mask[i], s.mask[0])
     assert not np.array_equal(a.color[0], a.color[1])
-
-
-def test_relighting_follows_the_normals(renderer: FaceRenderer, template: FaceTemplate) -> None:
-    v = frontal_template(template)
-    grey = np.full((8, 8, 3), 200, dtype=np.uint8)
-    n = vertex_normals(v, template.faces)
-    if np.sum(n[:, 2]) > 0:  # outward normals face the camera (-z)
-        n = -n
-    mesh = RenderMesh(
-        positions=v.astype(np.float32),
-        faces=template.faces,
-        texcoords=np.full((len(v), 2), 3.5, dtype=np.float32),
-        normals=n.astype(np.float32),
-        seen=np.ones(len(v), dtype=np.float32),
-        landmarks=np.zeros((68, 3), dtype=np.float32),
-    )
-    from_left = Light(np.array([-1.0, 0.0, -1.0]) / np.sqrt(2), np.ones(3), 0.3)
-    batch = renderer.render(grey, mesh, np.stack([np.eye(4)] * 2), [None, from_left])
-    assert np.all(batch.color[0][batch.alpha[0] > 0] == 200)
-    lit = batch.color[1][..., 1].astype(float)
-    cover = batch.alpha[1] > 0
-    cols = np.flatnonzero(cover.any(axis=0))
-    left = lit[:, cols[0] : cols[0] + 60][cover[:, cols[0] : cols[0] + 60]].mean()
-    right = lit[:, cols[-1] - 60 : cols[-1]][cover[:, cols[-1] - 60 : cols[-1]]].mean()
-    assert left > right + 40, "the side facing the light is brighter"
-    assert lit[cover].max() <= 200 and lit[cover].min() >= 0.3 * 200 - 1, "ambient bounds the shading"
-
-
-# -- unseen regions (render/mesh.py) -------------------------------------------------------
-
-SOURCE_K = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
-GREEN = (0, 255, 0)
-SKIN = np.array([120, 150, 200])
-
-
-def source_record(template: FaceTemplate, yaw_deg: float, pitch_deg: float = 0.0) -> ReconRecord:
-    R = geometry.head_rotation_from_pitchyaw(np.radians(pitch_deg), np.radians(yaw_deg))
-    t = np.array([30.0, -20.0, 550.0])
-    visible = occlusion_visible(template.vertices @ R.T + t, template.faces)  # the template's winding points outwards
-    lm_idx = np.linspace(0, len(template.vertices) - 1, 68).astype(int)
-    return posed_record(template, R, t, SOURCE_K, visible, lm_idx)
-
-
-def symmetric_colour(head_points: np.ndarray) -> np.ndarray:
-    """A smooth BGR colour of head-frame points, the same at (x, y, z) and (-x, y, z), never green."""
-    x, y = np.abs(head_points[..., 0]), head_points[..., 1]
-    return np.stack(
-        [128 + 90 * np.sin(x / 14.0), 70 + 30 * np.cos(y / 19.0), 150 + 70 * np.sin((x + y) / 23.0)], axis=-1
-    )
-
-
-def source_frame(record: ReconRecord, template: FaceTemplate) -> np.ndarray:
-    """Green, except the triangles the source camera sees, each painted flat in its symmetric colour."""
-    img = np.zeros((720, 1280, 3), dtype=np.uint8)
-    img[:] = GREEN
-    faces = np.asarray(record.faces)
-    uv = np.asarray(record.uv, dtype=np.float64)
-    colours = symmetric_colour(template.vertices[faces].mean(axis=1))
-    v = np.asarray(record.vertices, dtype=np.float64)
-    n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
-    sign = 1.0 if np.sum(n @ -record.head_rotation[:, 2]) > 0 else -1.0
-    facing = sign * np.einsum("ij,ij->i", n, -v[faces].mean(axis=1)) > 0
-    painted = np.flatnonzero(facing & record.visible[faces].all(axis=1))
-    for i in painted[np.argsort(-v[faces[painted]].mean(axis=1)[:, 2])]:  # far to near: nearer ones cover
-        cv2.fillConvexPoly(img, np.round(uv[faces[i]] * 16).astype(np.int32), colours[i].tolist(), cv2.LINE_8, 4)
-    return img
-
-
-def view_of(record: ReconRecord, pitch_yaw_deg: tuple[float, float]) -> np.ndarray:
-    """Transform to the normalized camera showing the record's head at the given (pitch, yaw)."""
-    centre = np.asarray(record.vertices, dtype=np.float64).mean(axis=0)
-    rot = geometry.head_rotation_from_pitchyaw(*np.radians(pitch_yaw_deg)) @ record.head_rotation.T
-    return turn_about(CENTRE, rot) @ _translate(CENTRE - centre)
-
-
-def _translate(d: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, 3] = d
-    return T
-
-
-def test_mirror_fill_is_per_triangle_and_unwelded(template: FaceTemplate) -> None:
-    rec = source_record(template, yaw_deg=50.0)
-    mesh = build_render_mesh(rec)
-    kinds = mesh.kinds
-    assert kinds is not None
-    assert np.count_nonzero(kinds == KIND_MIRROR) > 50, "a 50-degree yaw hides much of the far side"
-    assert np.count_nonzero(kinds == KIND_OWN) > 400
-    # No render triangle mixes own and filled texels.
-    seen_per_tri = mesh.seen[mesh.faces]
-    assert np.all(seen_per_tri.min(axis=1) == seen_per_tri.max(axis=1))
-    assert np.array_equal(seen_per_tri[:, 0] == 1, kinds == KIND_OWN)
-    # Positions are those of the record's triangles, corner for corner.
-    np.testing.assert_allclose(mesh.positions[mesh.faces], rec.vertices[rec.faces], atol=1e-5)
-    # Mirrored triangles read the mirror vertices' texels; own ones their own.
-    uv = rec.uv
-    mirror_tris = np.flatnonzero(kinds == KIND_MIRROR)
-    np.testing.assert_allclose(mesh.texcoords[mesh.faces[mirror_tris]], uv[rec.mirror[rec.faces[mirror_tris]]])
-    own = np.flatnonzero(kinds == KIND_OWN)
-    np.testing.assert_allclose(mesh.texcoords[mesh.faces[own]], uv[rec.faces[own]])
-    # Every mirrored triangle's source triangle was seen by the camera.
-    assert np.all(rec.visible[rec.mirror[rec.faces[mirror_tris]]])
-    # Fill triangles sample only texels the source saw (a footprint on seen texels), or are flat (one texel).
-    fb = np.flatnonzero(kinds == KIND_FALLBACK)
-    tc = mesh.texcoords[mesh.faces[fb]].astype(np.float64)
-    usable = rec.visible[rec.faces].all(axis=1)
-    assert np.all(footprints_seen(uv, rec.faces[usable], tc) | np.all(np.ptp(tc, axis=1) == 0, axis=1))
-    # Welded where nothing changes: fewer render vertices than corners.
-    assert len(template.vertices) <= len(mesh.positions) < 3 * len(template.faces)
-
-
-@pytest.mark.parametrize("source_yaw", [-45.0, 30.0])
-def test_turned_heads_show_the_mirror_texture_where_the_source_saw_nothing(
-    renderer: FaceRenderer, template: FaceTemplate, source_yaw: float
-) -> None:
-    rec = source_record(template, yaw_deg=source_yaw)
-    frame = source_frame(rec, template)
-    mesh = build_render_mesh(rec)
-    kinds = mesh.kinds
-    assert kinds is not None
-    ids_mesh, ids_tex = id_mesh(np.asarray(rec.vertices, dtype=np.float64), template.faces)
-    T = np.stack([view_of(rec, (0.0, y)) for y in (-np.sign(source_yaw) * 40.0, 0.0)])
-    batch = renderer.render(frame, mesh, T, with_seen=True)
-    id_batch = renderer.render(ids_tex, ids_mesh, T)
-    expected = symmetric_colour(template.vertices[template.faces].mean(axis=1))
-    checked = {KIND_OWN: 0, KIND_MIRROR: 0}
-    for b in range(len(T)):
-        ids = decode_ids(id_batch.color[b])
-        face = batch.alpha[b] > 0
-        assert np.array_equal(face, ids >= 0), "same geometry, same coverage"
-        px = batch.color[b][face].astype(int)
-        greenish = (px[:, 1] > px[:, 2] + 40) & (px[:, 1] > px[:, 0] + 40)
-        assert greenish.mean() < 0.002, f"{greenish.mean():.2%} of the face shows the source's background"
-        # Pixels deep inside one triangle show that triangle's own colour, or its mirror's (the same colour).
-        same = np.ones_like(face)
-        for dy, dx in ((-4, 0), (4, 0), (0, -4), (0, 4), (-3, -3), (3, 3), (-3, 3), (3, -3)):
-            same &= np.roll(ids, (dy, dx), axis=(0, 1)) == ids
-        ys, xs = np.nonzero(same & face)
-        tri = ids[ys, xs]
-        for kind in (KIND_OWN, KIND_MIRROR):
-            sel = kinds[tri] == kind
-            err = np.abs(batch.color[b][ys[sel], xs[sel]].astype(float) - np.round(expected[tri[sel]])).max(axis=1)
-            # Own triangles seen obliquely are thin slivers in the source: near their edges bilinear
-            # sampling picks up the neighbour's (similar) colour.
-            assert np.mean(err <= 3) > (0.95 if kind == KIND_OWN else 0.97), f"view {b}, kind {kind}"
-            assert np.mean(err <= 20) > 0.99, f"view {b}, kind {kind}"
-            checked[kind] += int(sel.sum())
-            assert np.all(batch.seen[b][ys[sel], xs[sel]] == (255 if kind == KIND_OWN else 0))
-    assert checked[KIND_MIRROR] > 3000, "the turned view shows a good deal of mirrored texture"
-
-
-def test_face_mask_is_inside_the_rendered_face_and_excludes_the_forehead(
-    renderer: FaceRenderer, template: FaceTemplate, shared: Path
-) -> None:
-    import json
-
-    lmap = np.array(json.loads((shared / "assets" / "dlib68_to_mp468.json").read_text())["empirical"])
-    rec = source_record(template, yaw_deg=10.0)
-    verts = np.asarray(rec.vertices, dtype=np.float64)
-    rec = ReconRecord(**{**rec.__dict__, "landmarks_3d": verts[lmap].astype(np.float32)})
-    mesh = build_render_mesh(rec)
-    centre = verts.mean(axis=0)
-    rot = rec.head_rotation.T
-    T = np.eye(4)
-    T[:3, :3] = rot
-    T[:3, 3] = CENTRE + np.array([0.0, 0.0, 80.0]) - rot @ centre
-    batch = renderer.render(source_frame(rec, template), mesh, T[None])
-    alpha, mask = batch.alpha[0] > 0, batch.mask[0] > 0
-    assert np.all(alpha[mask]), "the face mask lies inside the rendered face"
-    assert 0.5 < mask.sum() / alpha.sum() < 0.95
-    # The outline's eyebrows bound the mask from above: nothing above the projected brows is in it.
-    brows = geometry.project(transform(verts[lmap[17:27]], T), K_NORM)
-    ys = np.nonzero(mask)[0]
-    assert ys.min() >= brows[:, 1].min() - 2
-    # The jaw line bounds it from below.
-    jaw = geometry.project(transform(verts[lmap[0:17]], T), K_NORM)
-    assert abs(ys.max() - jaw[:, 1].max()) <= 3
-
-
-def _render_pickled(args: tuple[FaceRenderer, np.ndarray, RenderMesh, np.ndarray]) -> tuple[int, bytes]:
-    import os
-
-    renderer, tex, mesh, T = args
-    return os.getpid(), bytes(np.ascontiguousarray(renderer.render(tex, mesh, T).color))
-
-
-def _render_forked(_: int) -> str:
-    from nvsynth.render.gl import ForkedContextError
-
-    try:
-        FaceRenderer().render(np.zeros((4, 4, 3), np.uint8), _FORK_MESH[0], np.eye(4)[None])
-    except ForkedContextError as err:
-        return str(err)
-    return "rendered"
-
-
-_FORK_MESH: list[RenderMesh] = []
-
-
-def test_renderers_pickle_to_settings_and_render_identically_in_another_process(template: FaceTemplate) -> None:
-    import multiprocessing
-    import os
-
-    v = frontal_template(template)
-    mesh, tex = id_mesh(v, template.faces)
-    T = turn_about(v.mean(axis=0), geometry.head_rotation_from_pitchyaw(0.2, -0.4))[None]
-    parent = FaceRenderer()
-    here = parent.render(tex, mesh, T)  # the parent holds GL objects; pickling must leave them behind
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        ((pid, blob),) = pool.map_async(_render_pickled, [(parent, tex, mesh, T)]).get(timeout=120)
-    assert pid != os.getpid()
-    assert blob == bytes(np.ascontiguousarray(here.color))
-    assert np.array_equal(parent.render(tex, mesh, T).color, here.color)
-    parent.release()
-
-
-def test_a_process_forked_after_the_context_refuses_to_render_instead_of_hanging(template: FaceTemplate) -> None:
-    import multiprocessing
-
-    from nvsynth.render.gl import get_context
-
-    get_context()  # this process has a context
-    _FORK_MESH.append(id_mesh(frontal_template(template), template.faces)[0])
-    try:
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            message = pool.map_async(_render_forked, [0]).get(timeout=60)[0]
-    finally:
-        _FORK_MESH.clear()
-    assert "forked from process" in message and "spawn" in message
