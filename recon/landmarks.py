@@ -32,63 +32,8 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from nvsynth.core import ibug68
 from nvsynth.core.errors import UserError
-
-N_LANDMARKS = 68
-#: iBUG indices of the annotation's six points: four eye corners, two mouth corners
-#: (MPIIFaceGaze order: right-eye outer, right-eye inner, left-eye inner, left-eye outer,
-#: right mouth, left mouth; "right" is the subject's right, i.e. image left).
-IBUG_SIX = (36, 39, 42, 45, 48, 54)
-#: iBUG index of each landmark's left/right mirror partner (midline points map to themselves).
-IBUG_MIRROR = np.array(
-    [
-        *range(16, -1, -1),
-        *range(26, 16, -1),
-        27,
-        28,
-        29,
-        30,
-        35,
-        34,
-        33,
-        32,
-        31,
-        45,
-        44,
-        43,
-        42,
-        47,
-        46,
-        39,
-        38,
-        37,
-        36,
-        41,
-        40,
-        54,
-        53,
-        52,
-        51,
-        50,
-        49,
-        48,
-        59,
-        58,
-        57,
-        56,
-        55,
-        64,
-        63,
-        62,
-        61,
-        60,
-        67,
-        66,
-        65,
-    ]
-)
-#: Outer eye corners, for the normalised error (mean point error / their distance).
-OUTER_EYE_CORNERS = (36, 45)
 
 #: Face-box rule from six landmarks, fitted to dlib HOG boxes on four real faces by
 #: ``scripts/measure_landmark_map.py --box``: side = A * |eyes-mouth| + B * |outer eye corners|,
@@ -201,7 +146,7 @@ def normalized_error(points: ArrayLike, truth: ArrayLike) -> float:
     """Mean point error divided by the outer-eye-corner distance of ``truth``."""
     p = np.asarray(points, dtype=np.float64)
     t = np.asarray(truth, dtype=np.float64)
-    io = np.linalg.norm(t[OUTER_EYE_CORNERS[1]] - t[OUTER_EYE_CORNERS[0]])
+    io = np.linalg.norm(t[ibug68.LEFT_EYE_OUTER] - t[ibug68.RIGHT_EYE_OUTER])
     return float(np.linalg.norm(p - t, axis=1).mean() / io)
 
 
@@ -291,7 +236,7 @@ class DlibLandmarker:
 
     def _shape(self, gray: NDArray[np.uint8], box: Box) -> NDArray[np.float64]:
         shape = self.predictor(gray, box.to_dlib())
-        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(N_LANDMARKS)], dtype=np.float64)
+        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(ibug68.N_LANDMARKS)], dtype=np.float64)
 
     def predict(
         self, image: NDArray[np.uint8], box: Box, mirror_average: bool = True, consensus: bool = True
@@ -334,11 +279,11 @@ class DlibLandmarker:
 
         def mirrored(b: Box) -> NDArray[np.float64]:
             q = self._shape(flipped, Box(cw - b.right, b.top, cw - b.left, b.bottom))
-            return np.c_[x0 + (cw - 1 - q[:, 0]), y0 + q[:, 1]][IBUG_MIRROR]
+            return np.c_[x0 + (cw - 1 - q[:, 0]), y0 + q[:, 1]][ibug68.MIRROR]
 
         q = mirrored(local)
         mean = 0.5 * (pts + q)
-        io = float(np.linalg.norm(mean[OUTER_EYE_CORNERS[1]] - mean[OUTER_EYE_CORNERS[0]]))
+        io = float(np.linalg.norm(mean[ibug68.LEFT_EYE_OUTER] - mean[ibug68.RIGHT_EYE_OUTER]))
         spread = float(np.linalg.norm(pts - q, axis=1).mean()) / max(io, 1e-9)
         if not consensus or spread <= self.tta_unstable:
             return mean, 1
@@ -369,7 +314,7 @@ class DlibLandmarker:
             # 0.29 -> 0.11 -> 0.044, einstein 0.15 -> 0.065).
             for _ in range(CNN_REBOX_PASSES):
                 pts = self.predict(image, box, consensus=False)
-                box = box_from_six(pts[list(IBUG_SIX)])
+                box = box_from_six(pts[ibug68.MPII_SIX])
         pts, n_boxes = self._predict(image, box)
         if not np.all(np.isfinite(pts)):
             raise NoFaceError("landmark predictor returned non-finite points")

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
+from nvsynth.core import ibug68
 from nvsynth.core.assets import FACE_TEMPLATE, resolve
 from nvsynth.core.config import Config
 from nvsynth.core.errors import UserError
@@ -119,6 +120,6 @@ def load_landmark_map(cfg: Config | None = None) -> NDArray[np.int32]:
     if isinstance(data, dict):
         data = data.get("indices", data.get("empirical"))
     idx = np.asarray(data, dtype=np.int64)
-    if idx.shape != (68,) or idx.min() < 0 or idx.max() >= N_VERTICES:
-        raise UserError(f"landmark map {where}: expected 68 vertex indices in [0, {N_VERTICES})")
+    if idx.shape != (ibug68.N_LANDMARKS,) or idx.min() < 0 or idx.max() >= N_VERTICES:
+        raise UserError(f"landmark map {where}: expected {ibug68.N_LANDMARKS} vertex indices in [0, {N_VERTICES})")
     return idx.astype(np.int32)
