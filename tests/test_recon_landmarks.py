@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nvsynth.core import ibug68
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import AssetError, DatasetError, ReconError
 from nvsynth.recon.landmarks import (
     Box,
     DlibLandmarker,
@@ -55,8 +55,9 @@ def test_read_pts_is_zero_based(tmp_path: Path) -> None:
     np.testing.assert_allclose(pts[:, 0], np.arange(68) + 0.5)
     np.testing.assert_allclose(pts[:, 1], 2 * np.arange(68))
     (tmp_path / "bad.pts").write_text("no braces here")
-    with pytest.raises(UserError):
+    with pytest.raises(DatasetError, match=r"not an iBUG \.pts file") as info:
         read_pts(tmp_path / "bad.pts")
+    assert info.value.path == tmp_path / "bad.pts"
 
 
 @pytest.mark.parametrize("name", list(FACES))
@@ -170,11 +171,11 @@ def test_fan_backend_missing_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("NVSYNTH_OFFLINE", "1")
-    with pytest.raises(UserError) as info:
+    with pytest.raises((ReconError, AssetError)) as info:
         make_landmarker("fan")
     msg = str(info.value)
     assert "\n" not in msg
     if importlib.util.find_spec("face_alignment") is None:
-        assert "pip install 'nvsynth[fan]'" in msg
+        assert isinstance(info.value, ReconError) and "pip install 'nvsynth[fan]'" in msg
     else:
-        assert "2DFAN" in msg and str(tmp_path / "torch") in msg
+        assert isinstance(info.value, AssetError) and "2DFAN" in msg and str(tmp_path / "torch") in msg

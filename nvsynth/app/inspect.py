@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import geometry, h5io
 from nvsynth.core.atomic import atomic_path, write_bytes
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import NvsynthError, UserError
 
 LABELS = (("face_gaze", "gaze"), ("face_head_pose", "head"))
 LIMIT_RAD = np.pi / 2  # labels beyond +-90 degrees are not valid normalized poses
@@ -350,7 +350,7 @@ def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = 
                 for key, sink in (("face_head_pose", heads), ("face_gaze", gazes)):
                     if key in f and f[key].shape[1:] == (2,):
                         sink.append(f[key][()].astype(np.float64))
-        except UserError as err:
+        except NvsynthError as err:  # h5io's OutputError, this module's UserError
             problems = [str(err)]
         except (OSError, RuntimeError, KeyError) as err:
             problems = [f"{fpath}: unreadable ({str(err).splitlines()[0] if str(err) else type(err).__name__})"]
