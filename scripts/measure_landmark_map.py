@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +49,7 @@ from scipy.optimize import least_squares
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nvsynth.core import ibug68
+from nvsynth.core.atomic import write_text
 from nvsynth.recon.landmarks import DlibLandmarker, read_pts
 from nvsynth.recon.template import FaceTemplate, load_template
 
@@ -351,11 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             "indices": [int(i) for i in lmap],
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, args.out)
+        write_text(args.out, json.dumps(payload, indent=1) + "\n")
         print("wrote", args.out)
     return 0
 
