@@ -27,7 +27,7 @@ import dlib
 import numpy as np
 from skimage import data
 
-from nvsynth.core import geometry, seeding
+from nvsynth.core import geometry, ibug68, seeding
 from nvsynth.core.config import RenderConfig
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import load_template
@@ -87,7 +87,7 @@ def astronaut_record(shared: Path) -> tuple[ReconRecord, np.ndarray]:
 
 def view_transforms(rec: ReconRecord, poses_deg: np.ndarray) -> np.ndarray:
     """Normalize the source (face centre to (0, 0, 300)) and turn it to each (pitch, yaw) about the centre."""
-    centre = rec.landmarks_3d[[36, 39, 42, 45, 48, 54]].mean(axis=0).astype(np.float64)
+    centre = rec.landmarks_3d[ibug68.MPII_SIX].mean(axis=0).astype(np.float64)
     Rn = geometry.normalizing_rotation(centre, rec.head_rotation)
     H = Rn @ rec.head_rotation
     target = np.array([0.0, 0.0, geometry.NORM_DISTANCE])
@@ -109,7 +109,7 @@ def turned_source(rec: ReconRecord, image: np.ndarray, yaw_deg: float) -> tuple[
     """A new source photo: the astronaut's face re-rendered with the head turned by ``yaw_deg``, over a scene."""
     size = 640
     K = np.array([[1100.0, 0.0, size / 2], [0.0, 1100.0, size / 2], [0.0, 0.0, 1.0]])
-    centre = rec.landmarks_3d[[36, 39, 42, 45, 48, 54]].mean(axis=0).astype(np.float64)
+    centre = rec.landmarks_3d[ibug68.MPII_SIX].mean(axis=0).astype(np.float64)
     Rn = geometry.normalizing_rotation(centre, rec.head_rotation)
     H = Rn @ rec.head_rotation
     rot = geometry.head_rotation_from_pitchyaw(np.radians(5.0), np.radians(yaw_deg)) @ H.T @ Rn

@@ -40,13 +40,11 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from nvsynth.core import ibug68
 from nvsynth.core.geometry import estimate_head_pose, project, rot_x
 from nvsynth.recon.meshops import face_normals
 from nvsynth.recon.template import FaceTemplate, depth_to_width_ratio
 
-JAW = np.arange(0, 17)
-INTERIOR = np.arange(17, 68)
-CHIN = 8
 #: Solver settings of the pose-and-scale step (``scipy.optimize.least_squares``): MINPACK's
 #: Levenberg-Marquardt with Marquardt's column scaling; 4-7 evaluations per call on real faces, and
 #: within 3e-4 mm (vertices) of a solve at 1e-14 tolerances.
@@ -120,13 +118,13 @@ class FitModel:
         self.X0 = np.asarray(template.vertices, dtype=np.float64)
         self.faces = np.asarray(template.faces, dtype=np.int32)
         self.landmark_map = np.asarray(landmark_map, dtype=np.int64)
-        if self.landmark_map.shape != (68,):
-            raise ValueError("landmark map must hold 68 vertex indices")
+        if self.landmark_map.shape != (ibug68.N_LANDMARKS,):
+            raise ValueError(f"landmark map must hold {ibug68.N_LANDMARKS} vertex indices")
         n = len(self.X0)
         self.edges, self.edge_faces = _edges(self.faces)
         self.outline_edges = self.edge_faces[:, 1] < 0
         # Jaw candidates: from a little above the highest jaw vertex down, split by side.
-        y_top = self.X0[self.landmark_map[JAW], 1].min() - w.jaw_region_margin_mm
+        y_top = self.X0[self.landmark_map[ibug68.JAW], 1].min() - w.jaw_region_margin_mm
         region = self.X0[:, 1] >= y_top
         x = self.X0[:, 0]
         self.jaw_side = {
@@ -135,7 +133,7 @@ class FitModel:
             "chin": region & (np.abs(x) <= 0.25 * np.ptp(x)),
         }
         self._jaw_allowed = np.stack(
-            [self.jaw_side["right" if k < CHIN else "left" if k > CHIN else "chin"] for k in JAW]
+            [self.jaw_side["right" if k < ibug68.CHIN else "left" if k > ibug68.CHIN else "chin"] for k in ibug68.JAW]
         )
         # Constant part of the deformation's normal matrix, over D flattened as (3V,) = [x0 y0 z0 x1 ...].
         L = uniform_laplacian(n, self.edges)
@@ -182,17 +180,18 @@ class FitModel:
         allowed = self._jaw_allowed[:, e[:, 0]] & self._jaw_allowed[:, e[:, 1]]  # (17, n_e)
         a, b = proj[e[:, 0]], proj[e[:, 1]]
         ab = b - a
-        q = points[JAW]
+        q = points[ibug68.JAW]
         alpha = np.einsum("mkj,kj->mk", q[:, None, :] - a[None], ab) / np.maximum(np.sum(ab * ab, axis=1), 1e-12)
         alpha = np.clip(alpha, 0.0, 1.0)
         d = np.sum((a[None] + alpha[:, :, None] * ab[None] - q[:, None, :]) ** 2, axis=2)
         d = np.where(allowed, d, np.inf)
         best = np.argmin(d, axis=1)
-        found = np.isfinite(d[JAW, best])
-        k = JAW[found]
+        rows = np.arange(len(ibug68.JAW))  # row m of d / alpha is jaw landmark ibug68.JAW[m]
+        found = np.isfinite(d[rows, best])
+        k = ibug68.JAW[found]
         binding.first[k] = e[best[found], 0]
         binding.second[k] = e[best[found], 1]
-        binding.alpha[k] = alpha[JAW, best][found]
+        binding.alpha[k] = alpha[rows, best][found]
         return binding
 
     def pick_jaw(
@@ -349,17 +348,19 @@ def fit_landmarks(
 ) -> FitResult:
     """Fit the template to 68 undistorted landmark points (ideal pinhole pixels)."""
     w = model.weights
-    pts = np.asarray(points_ideal, dtype=np.float64).reshape(68, 2)
+    pts = np.asarray(points_ideal, dtype=np.float64).reshape(ibug68.N_LANDMARKS, 2)
     K = np.asarray(camera_matrix, dtype=np.float64)
     if not np.all(np.isfinite(pts)):
         raise FitError("non-finite landmarks")
-    io = float(np.linalg.norm(pts[45] - pts[36]))
+    io = float(np.linalg.norm(pts[ibug68.LEFT_EYE_OUTER] - pts[ibug68.RIGHT_EYE_OUTER]))
     if io < 4.0:
         raise FitError(f"face too small (outer eye corners {io:.1f} px apart)")
 
     # 1. rigid PnP on the interior landmarks
     try:
-        pose = estimate_head_pose(pts[INTERIOR], K, np.zeros(5), model=model.X0[model.landmark_map[INTERIOR]])
+        pose = estimate_head_pose(
+            pts[ibug68.INTERIOR], K, np.zeros(5), model=model.X0[model.landmark_map[ibug68.INTERIOR]]
+        )
     except (ValueError, Exception) as err:  # cv2.error is an Exception
         raise FitError(f"PnP failed: {err}") from None
     R, t = pose.rotation, pose.translation
@@ -368,7 +369,7 @@ def fit_landmarks(
         R, t = R @ rot_x(np.pi), -t
 
     # 2. pose + anisotropic scale with priors; jaw re-picked at each stage
-    sig = np.where(np.arange(68) < 17, w.jaw_sigma, w.landmark_sigma) * io
+    sig = np.where(np.isin(np.arange(ibug68.N_LANDMARKS), ibug68.JAW), w.jaw_sigma, w.landmark_sigma) * io
     state = _PoseScale(R, t, np.zeros(3))
     for _ in range(2):
         cam = model.shape(state.scale) @ state.R.T + state.t

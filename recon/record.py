@@ -9,13 +9,13 @@ the same space as the annotation's face centre and gaze target.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from nvsynth.core.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -46,18 +46,12 @@ class ReconRecord:
     gaze_target: NDArray[np.float64]  # (3,) camera mm
 
     def save(self, path: Path) -> Path:
-        """Write atomically: a temporary file in the same folder, then rename."""
+        """Write atomically (:func:`nvsynth.core.atomic.atomic_path`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:  # keeps the .npz suffix, so np.savez adds none
+            np.savez(tmp, **arrays)
         return path
 
     @classmethod

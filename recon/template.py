@@ -20,9 +20,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
+from nvsynth.core import ibug68
 from nvsynth.core.assets import FACE_TEMPLATE, resolve
 from nvsynth.core.config import Config
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import AssetError
 
 CM_TO_MM = 10.0
 N_VERTICES = 468
@@ -55,7 +56,7 @@ def mirror_indices(vertices: NDArray[np.floating], tol_mm: float = 0.5) -> NDArr
 
 
 def load_template(path: Path) -> FaceTemplate:
-    """Parse the canonical face OBJ; raises ``UserError`` on a malformed file."""
+    """Parse the canonical face OBJ; raises ``AssetError`` on a malformed file."""
     verts: list[list[float]] = []
     tex: list[list[float]] = []
     tris: list[list[tuple[int, int]]] = []
@@ -72,9 +73,9 @@ def load_template(path: Path) -> FaceTemplate:
                 corners = [c.split("/") for c in parts[1:]]
                 tris.append([(int(c[0]) - 1, int(c[1]) - 1) for c in corners])
     except (OSError, ValueError, IndexError) as err:
-        raise UserError(f"face template {path}: cannot parse ({err})") from None
+        raise AssetError(f"face template {path}: cannot parse ({err})") from None
     if len(verts) != N_VERTICES or len(tris) != N_FACES or any(len(t) != 3 for t in tris):
-        raise UserError(
+        raise AssetError(
             f"face template {path}: expected {N_VERTICES} vertices and {N_FACES} triangles, "
             f"found {len(verts)} and {len(tris)}"
         )
@@ -112,13 +113,13 @@ def load_landmark_map(cfg: Config | None = None) -> NDArray[np.int32]:
         where = "supplementary/face_model/landmark_map.json"
     else:
         if not Path(path).is_file():
-            raise UserError(f"landmark map not found: {path}")
+            raise AssetError(f"landmark map not found: {path}")
         text = Path(path).read_text()
         where = str(path)
     data = json.loads(text)
     if isinstance(data, dict):
         data = data.get("indices", data.get("empirical"))
     idx = np.asarray(data, dtype=np.int64)
-    if idx.shape != (68,) or idx.min() < 0 or idx.max() >= N_VERTICES:
-        raise UserError(f"landmark map {where}: expected 68 vertex indices in [0, {N_VERTICES})")
+    if idx.shape != (ibug68.N_LANDMARKS,) or idx.min() < 0 or idx.max() >= N_VERTICES:
+        raise AssetError(f"landmark map {where}: expected {ibug68.N_LANDMARKS} vertex indices in [0, {N_VERTICES})")
     return idx.astype(np.int32)

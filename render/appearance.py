@@ -46,8 +46,6 @@ LIGHT_CONE_DEG = 70.0
 #: Per-channel light colour is drawn from U[1 - LIGHT_TINT, 1 + LIGHT_TINT).
 LIGHT_TINT = 0.1
 
-BACKGROUND_KINDS = ("black", "color", "image")
-
 
 @dataclass(frozen=True)
 class Light:

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nvsynth.core.config import Config
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import ConfigError, DatasetError
 from nvsynth.core.geometry import NORM_RENDER_SIZE
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
@@ -39,11 +39,11 @@ def list_images(folder: Path) -> tuple[Path, ...]:
     """Image files under ``folder`` (recursive), sorted by relative path."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"data.background_path: not a folder: {folder}")
+        raise ConfigError(f"data.background_path: not a folder: {folder}")
     files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     files.sort(key=lambda p: p.relative_to(folder).as_posix())
     if not files:
-        raise UserError(f"data.background_path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+        raise ConfigError(f"data.background_path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return tuple(files)
 
 
@@ -174,7 +174,7 @@ class BackgroundSource:
         path = self.paths[index]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
-            raise UserError(f"background image cannot be read: {path}")
+            raise DatasetError(f"background image cannot be read: {path}")
         return resize_blur(img, self.size)
 
     def __getstate__(self) -> dict[str, Any]:

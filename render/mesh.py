@@ -31,8 +31,8 @@ photo at that very place, beat any substitute. It is *good* when also
    one contiguous region on the far side of a turned face, bounded by a
    smooth line, and features that face the camera a little more (a
    moustache, a nose wing) do not stay islands of own texture in it.
-   An eye (the triangles inside the dlib eye contours 36-41 / 42-47,
-   slightly enlarged) of which the source saw any triangle is never
+   An eye (the triangles inside an eye contour, ``ibug68.RIGHT_EYE`` /
+   ``LEFT_EYE``, slightly enlarged) of which the source saw any triangle is never
    mirrored: a mirrored eye would carry the other eye's iris, mirrored, and
    so contradict the gaze label; its unseen triangles are filled (3.).
    Mirrored patches smaller than ``MIN_MIRROR_PATCH_MM2`` (a nostril or lip
@@ -72,7 +72,7 @@ Face mask
 ---------
 ``RenderMesh.face_region`` is the per-vertex face-mask attribute rendered into
 the second render target: the signed distance (mm, positive inside) to the
-face outline (dlib jaw line 0-16 and eyebrows 17-26, the region of
+face outline (``ibug68.FACE_OUTLINE``: jaw line and eyebrows, the region of
 Gaze-NV-Rendering's ``get_mask_index``), measured in the frontal plane of
 the fitted head frame, so it is a fixed region of the face whatever the
 pose. The renderer interpolates it and keeps fragments where it is >= 0.
@@ -91,6 +91,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from nvsynth.core import ibug68
 from nvsynth.recon.meshops import face_normals, vertex_normals
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_GAP_MM, OCCLUSION_MARGIN_MM
@@ -117,11 +118,6 @@ FILL_BLEND = (0.0, 0.25, 0.5, 1.0)
 EYE_SCALE = 1.25
 
 KIND_OWN, KIND_MIRROR, KIND_FALLBACK = 0, 1, 2
-
-#: dlib indices of the face outline: jaw 0..16, then the eyebrows from 26 back to 17.
-FACE_OUTLINE = (*range(17), *range(26, 16, -1))
-#: dlib indices of the two eye contours.
-EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
 
 
 @dataclass(frozen=True)
@@ -167,7 +163,7 @@ def face_region_distance(record: ReconRecord) -> NDArray[np.float64]:
     outline itself rather than along triangle edges.
     """
     pts = _head_frame(record, record.vertices)[:, :2]
-    poly = _head_frame(record, record.landmarks_3d)[list(FACE_OUTLINE), :2]
+    poly = _head_frame(record, record.landmarks_3d)[ibug68.FACE_OUTLINE, :2]
     ax, ay = poly[:, 0], poly[:, 1]
     abx, aby = np.roll(ax, -1) - ax, np.roll(ay, -1) - ay
     rx, ry = pts[:, 0:1] - ax, pts[:, 1:2] - ay  # (N, K): vertex relative to each edge's start
@@ -186,7 +182,7 @@ def _head_frame(record: ReconRecord, points: NDArray) -> NDArray[np.float64]:
 
 
 def eye_triangles(record: ReconRecord) -> NDArray[np.int8]:
-    """Per triangle: 0, or 1 / 2 when its centroid lies in the (enlarged) contour of eye 36-41 / 42-47.
+    """Per triangle: 0, or 1 / 2 when its centroid lies in the (enlarged) right / left eye contour (iBUG 36-41 / 42-47).
 
     Measured in the head frame's frontal plane.
     """
@@ -194,8 +190,8 @@ def eye_triangles(record: ReconRecord) -> NDArray[np.int8]:
     centroids = _head_frame(record, v[np.asarray(record.faces)].mean(axis=1))[:, :2]
     lm = _head_frame(record, record.landmarks_3d)[:, :2]
     label = np.zeros(len(centroids), dtype=np.int8)
-    for k, eye in enumerate(EYES, start=1):
-        contour = lm[list(eye)]
+    for k, eye in enumerate((ibug68.RIGHT_EYE, ibug68.LEFT_EYE), start=1):
+        contour = lm[eye]
         centre = contour.mean(axis=0)
         label[PolygonPath(centre + EYE_SCALE * (contour - centre)).contains_points(centroids) & (label == 0)] = k
     return label

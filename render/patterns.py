@@ -11,23 +11,18 @@ small enough to hand to worker processes.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 from numpy.typing import NDArray
 
 from nvsynth.core import geometry
 from nvsynth.core.assets import EYEDIAP_CS, EYEDIAP_FT, XGAZE_TRAIN, AssetSpec, resolve
 from nvsynth.core.config import Config
-from nvsynth.core.errors import ConfigError, UserError
+from nvsynth.core.errors import AssetError, ConfigError
 from nvsynth.render.views import NormalizedSource
 
-PATTERNS = ("xgaze-train", "eyediap-cs", "eyediap-ft", "gaussian", "file", "source")
 _ASSET_PATTERNS: dict[str, AssetSpec] = {
     "xgaze-train": XGAZE_TRAIN,
     "eyediap-cs": EYEDIAP_CS,
@@ -60,24 +55,24 @@ class Pattern:
 
 
 def load_pose_file(path: Path) -> NDArray[np.float64]:
-    """An (N, 2) array of (pitch, yaw) radians from ``.npy`` or text; ``UserError`` if malformed."""
+    """An (N, 2) array of (pitch, yaw) radians from ``.npy`` or text; ``AssetError`` if missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"pose file not found: {path}")
+        raise AssetError(f"pose file not found: {path}")
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
         else:
             arr = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as err:
-        raise UserError(f"pose file {path}: cannot read ({str(err).splitlines()[0]})") from None
+        raise AssetError(f"pose file {path}: cannot read ({str(err).splitlines()[0]})") from None
     arr = np.asarray(arr, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
-        raise UserError(f"pose file {path}: expected an (N, 2) array of (pitch, yaw), got shape {arr.shape}")
+        raise AssetError(f"pose file {path}: expected an (N, 2) array of (pitch, yaw), got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise UserError(f"pose file {path}: non-finite values")
+        raise AssetError(f"pose file {path}: non-finite values")
     if np.abs(arr).max() > np.pi:
-        raise UserError(f"pose file {path}: values beyond pi; poses must be in radians")
+        raise AssetError(f"pose file {path}: values beyond pi; poses must be in radians")
     return arr
 
 
@@ -97,55 +92,3 @@ def load_pattern(cfg: Config) -> Pattern:
     else:  # pragma: no cover - config validation rejects other names
         raise ConfigError(f"config: unknown render.pattern '{r.pattern}'")
     return Pattern(r.pattern, poses=load_pose_file(path), origin=str(path))
-
-
-def _read_head_poses(path: Path) -> NDArray[np.float64]:
-    if not Path(path).is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        with h5py.File(path, "r") as f:
-            if "face_head_pose" not in f:
-                raise UserError(f"{path}: no 'face_head_pose' dataset (not an ETH-XGaze-style file)")
-            ds = f["face_head_pose"]
-            if not isinstance(ds, h5py.Dataset) or ds.ndim != 2 or ds.shape[1] != 2:
-                raise UserError(f"{path}: 'face_head_pose' must be (N, 2), got {getattr(ds, 'shape', None)}")
-            arr = np.asarray(ds[...], dtype=np.float64)
-    except OSError as err:
-        raise UserError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
-    if not np.all(np.isfinite(arr)):
-        raise UserError(f"{path}: 'face_head_pose' has non-finite values")
-    if arr.size and np.abs(arr).max() > np.pi:
-        raise UserError(f"{path}: 'face_head_pose' has values beyond pi; expected radians")
-    return arr
-
-
-def targets_from_h5(files: Sequence[Path], out: Path) -> int:
-    """``nvsynth targets --from-h5 FILES -o poses.npy``: collect every ``face_head_pose`` row.
-
-    Writes an (N, 2) float64 array of (pitch, yaw) radians atomically and
-    prints one line. Returns the exit code.
-    """
-    if not files:
-        raise UserError("--from-h5: no input files", exit_code=2)
-    out = Path(out)
-    if out.suffix != ".npy":
-        raise UserError(f"-o {out}: the output must be a .npy file", exit_code=2)
-    parts = [_read_head_poses(Path(p)) for p in files]
-    poses = np.concatenate(parts, axis=0)
-    if len(poses) == 0:
-        raise UserError("--from-h5: the files hold no rows")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, poses)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    lo, hi = np.degrees(poses.min(axis=0)), np.degrees(poses.max(axis=0))
-    print(
-        f"wrote {len(poses)} head poses from {len(parts)} file(s) to {out} "
-        f"(pitch {lo[0]:.1f}..{hi[0]:.1f} deg, yaw {lo[1]:.1f}..{hi[1]:.1f} deg)"
-    )
-    return 0

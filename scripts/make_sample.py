@@ -24,8 +24,9 @@ import cv2
 import numpy as np
 import scipy.io
 
+from nvsynth.core import ibug68
 from nvsynth.core.geometry import estimate_head_pose
-from nvsynth.recon.landmarks import IBUG_SIX, DlibLandmarker
+from nvsynth.recon.landmarks import DlibLandmarker
 
 SUBJECT = "p00"
 WIDTH, HEIGHT = 1280, 720
@@ -110,7 +111,7 @@ def build(out: Path) -> None:
         cv2.imwrite(str(sdir / rel), frame, [cv2.IMWRITE_JPEG_QUALITY, 88])
         saved = cv2.imread(str(sdir / rel))
         lm68 = landmarker(saved).points
-        six = lm68[list(IBUG_SIX)]
+        six = lm68[ibug68.MPII_SIX]
         pose = estimate_head_pose(six, CAMERA, DIST)
         target = screen_to_camera(gaze_px)
         cols = [rel, *map(str, gaze_px)]

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +48,14 @@ from scipy.optimize import least_squares
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nvsynth.recon.landmarks import IBUG_MIRROR, DlibLandmarker, read_pts
+from nvsynth.core import ibug68
+from nvsynth.core.atomic import write_text
+from nvsynth.recon.landmarks import DlibLandmarker, read_pts
 from nvsynth.recon.template import FaceTemplate, load_template
 
 #: iBUG left/right landmark pairs, and the landmarks on the midline.
-IBUG_PAIRS = tuple((int(a), int(b)) for a, b in enumerate(IBUG_MIRROR) if a < b)
-IBUG_MIDLINE = tuple(int(a) for a, b in enumerate(IBUG_MIRROR) if a == b)
-INTERIOR = np.arange(17, 68)
+IBUG_PAIRS = tuple((int(a), int(b)) for a, b in enumerate(ibug68.MIRROR) if a < b)
+IBUG_MIDLINE = tuple(int(a) for a, b in enumerate(ibug68.MIRROR) if a == b)
 #: Per-face cost cap (in outer-eye distances) when choosing a vertex.
 TRUNCATE = 0.3
 
@@ -136,10 +135,10 @@ def anchors(t: FaceTemplate) -> dict[int, int]:
     v = t.vertices
     mid = np.flatnonzero(t.mirror == np.arange(len(v)))
     return {
-        30: int(np.argmin(v[:, 2])),  # nose tip: nearest the viewer
-        8: int(mid[np.argmax(v[mid, 1])]),  # chin: lowest midline vertex
-        0: int(np.argmin(v[:, 0])),  # outline extremes at ear level
-        16: int(np.argmax(v[:, 0])),
+        ibug68.NOSE_TIP: int(np.argmin(v[:, 2])),  # nearest the viewer
+        ibug68.CHIN: int(mid[np.argmax(v[mid, 1])]),  # lowest midline vertex
+        int(ibug68.JAW[0]): int(np.argmin(v[:, 0])),  # outline extremes at ear level
+        int(ibug68.JAW[-1]): int(np.argmax(v[:, 0])),
     }
 
 
@@ -160,14 +159,14 @@ def icp_pose(t: FaceTemplate, normals: NDArray[np.float64], pts: NDArray[np.floa
     for _ in range(iters):
         front = np.flatnonzero(pose.front_facing(normals))
         proj = pose.project(t.vertices[front])
-        d = np.linalg.norm(proj[None, :, :] - pts[INTERIOR, None, :], axis=2)
+        d = np.linalg.norm(proj[None, :, :] - pts[ibug68.INTERIOR, None, :], axis=2)
         idx = front[np.argmin(d, axis=1)]
-        pose = fit_ortho(t.vertices[idx], pts[INTERIOR], pose)
+        pose = fit_ortho(t.vertices[idx], pts[ibug68.INTERIOR], pose)
     return pose
 
 
 def pose_from_map(t: FaceTemplate, pts: NDArray[np.float64], lmap: NDArray[np.int64], init: OrthoPose) -> OrthoPose:
-    return fit_ortho(t.vertices[lmap[INTERIOR]], pts[INTERIOR], init)
+    return fit_ortho(t.vertices[lmap[ibug68.INTERIOR]], pts[ibug68.INTERIOR], init)
 
 
 # --- map ------------------------------------------------------------------------------------
@@ -178,18 +177,18 @@ def choose_map(
 ) -> NDArray[np.int64]:
     """Per-landmark vertex with the least summed normalised distance, mirror-symmetric."""
     n_v = len(t.vertices)
-    cost = np.zeros((68, n_v))
+    cost = np.zeros((ibug68.N_LANDMARKS, n_v))
     for face, pose in zip(faces, poses, strict=True):
-        io = np.linalg.norm(face.points[45] - face.points[36])
+        io = np.linalg.norm(face.points[ibug68.LEFT_EYE_OUTER] - face.points[ibug68.RIGHT_EYE_OUTER])
         proj = pose.project(t.vertices)
         d = np.linalg.norm(proj[None, :, :] - face.points[:, None, :], axis=2) / io
         d[:, ~pose.front_facing(normals)] += 10.0  # never pick a vertex that faces away
         cost += np.minimum(d, TRUNCATE)  # one badly fitting face must not decide alone
-    out = np.full(68, -1, dtype=np.int64)
+    out = np.full(ibug68.N_LANDMARKS, -1, dtype=np.int64)
     mirror = t.mirror
     # Jaw points lie on the face outline, which for a frontal view is the mesh's outline.
     off_outline = np.setdiff1d(np.arange(n_v), outline_vertices(t))
-    cost[:17, off_outline] += 10.0
+    cost[np.ix_(ibug68.JAW, off_outline)] += 10.0
     for a, b in IBUG_PAIRS:
         c = cost[a] + cost[b][mirror]
         v = int(np.argmin(c))
@@ -219,9 +218,9 @@ def score_map(t: FaceTemplate, face: Face, lmap: NDArray[np.int64]) -> tuple[flo
     normals = vertex_normals(t)
     pose = pose_from_map(t, face.points, lmap, icp_pose(t, normals, face.points, iters=3))
     proj = pose.project(t.vertices[lmap])
-    io = np.linalg.norm(face.points[45] - face.points[36])
+    io = np.linalg.norm(face.points[ibug68.LEFT_EYE_OUTER] - face.points[ibug68.RIGHT_EYE_OUTER])
     d = np.linalg.norm(proj - face.points, axis=1) / io
-    return float(d.mean()), float(d[INTERIOR].mean())
+    return float(d.mean()), float(d[ibug68.INTERIOR].mean())
 
 
 def load_map(path: Path) -> NDArray[np.int64]:
@@ -252,10 +251,10 @@ def _hog_box_sample(
     d = hit[0]
     side = float(d.right() + 1 - d.left())
     centre = np.array([(d.left() + d.right() + 1) / 2, (d.top() + d.bottom() + 1) / 2])
-    eyes = pts[[36, 39, 42, 45]].mean(axis=0)
-    mouth = pts[[48, 54]].mean(axis=0)
+    eyes = pts[ibug68.MPII_SIX[:4]].mean(axis=0)  # the four eye corners
+    mouth = pts[ibug68.MPII_SIX[4:]].mean(axis=0)  # the mouth corners
     em = float(np.linalg.norm(mouth - eyes))
-    eo = float(np.linalg.norm(pts[45] - pts[36]))
+    eo = float(np.linalg.norm(pts[ibug68.LEFT_EYE_OUTER] - pts[ibug68.RIGHT_EYE_OUTER]))
     along = float(np.dot(centre - eyes, (mouth - eyes) / em) / em)
     return side, em, eo, along
 
@@ -351,11 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             "indices": [int(i) for i in lmap],
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, args.out)
+        write_text(args.out, json.dumps(payload, indent=1) + "\n")
         print("wrote", args.out)
     return 0
 

@@ -14,17 +14,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nvsynth.core import geometry
+from nvsynth.core import geometry, ibug68
 from nvsynth.core.config import from_dict
-from nvsynth.recon.landmarks import IBUG_SIX
 from nvsynth.recon.meshops import vertex_normals
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import FaceTemplate, load_landmark_map, load_template
 
 CAMERA = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
 IMAGE_SIZE = (1280, 720)
-#: dlib indices of the MPIIGaze six points: right-eye outer/inner, left-eye inner/outer, mouth right/left.
-SIX_FROM_DLIB = list(IBUG_SIX)
 
 
 def landmark_map(shared: Path) -> np.ndarray:
@@ -49,7 +46,7 @@ def make_record(
     visible = np.einsum("ij,ij->i", vertex_normals(verts, tpl.faces), verts) < 0  # facing the camera
     lm3 = verts[landmark_map(shared)]
     lm2 = geometry.project(lm3, CAMERA)
-    ann = geometry.estimate_head_pose(lm2[SIX_FROM_DLIB], CAMERA, np.zeros(5))
+    ann = geometry.estimate_head_pose(lm2[ibug68.MPII_SIX], CAMERA, np.zeros(5))
     return ReconRecord(
         vertices=verts.astype(np.float32),
         faces=tpl.faces.astype(np.int32),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nvsynth.core import h5io
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import OutputError
 
 EXTRA = (
     h5io.Field("variant", (), "int8", "appearance variant"),
@@ -233,7 +233,7 @@ def test_validate_schema_finds_problems(tmp_path: Path) -> None:
 def test_open_h5_rejects_non_hdf5(tmp_path: Path) -> None:
     path = tmp_path / "x.h5"
     path.write_bytes(b"\x89HDF\r\n" + b"\0" * 100)
-    with pytest.raises(UserError, match="not a readable HDF5 file") as info:
+    with pytest.raises(OutputError, match="not a readable HDF5 file") as info:
         h5io.open_h5(path)
     assert "\n" not in str(info.value)
 
@@ -243,7 +243,7 @@ def test_open_h5_rejects_a_truncated_file(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.h5", _batch(3, 0))
     bad = tmp_path / "bad.h5"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(UserError, match=r"bad\.h5: not a readable HDF5 file .*truncated file") as info:
+    with pytest.raises(OutputError, match=r"bad\.h5: not a readable HDF5 file .*truncated file") as info:
         h5io.open_h5(bad)
     assert "\n" not in str(info.value)
 

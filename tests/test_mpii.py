@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
+from nvsynth.app.cli import exit_code
 from nvsynth.core import geometry
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import ConfigError, DatasetError
 from nvsynth.datasets import mpii
 
 K = np.array([[994.73, 0.0, 624.63], [0.0, 996.97, 360.36], [0.0, 0.0, 1.0]])
@@ -125,7 +126,7 @@ def test_images_load_lazily(tmp_path: Path) -> None:
     sdir = _write_subject(tmp_path, images=False)
     frames = mpii.open_subject(tmp_path, "p07").frame_list()  # no image exists: listing still works
     assert len(frames) == 3
-    with pytest.raises(UserError, match=r"0001\.jpg"):
+    with pytest.raises(DatasetError, match=r"0001\.jpg"):
         frames[0].load_image()
     # an image written after listing is the one that loads
     img = np.zeros((72, 128, 3), np.uint8)
@@ -152,30 +153,31 @@ def test_malformed_line_names_file_and_line(tmp_path: Path, mutate, message: str
     lines[2] = " ".join(mutate(lines[2].split()))
     ann.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n")  # a blank line 2: the bad one is line 4
     subj = mpii.open_subject(tmp_path, "p07")
-    with pytest.raises(UserError) as info:
+    with pytest.raises(DatasetError) as info:
         subj.frame_list()
     msg = str(info.value)
     assert msg.startswith(f"{ann}:4: ") and message in msg and "\n" not in msg
+    assert info.value.path == ann and info.value.line == 4
     assert len(subj.frame_list(limit=2)) == 2  # the good lines before it still read
 
 
 def test_missing_subject_folder_camera_and_annotation(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"subject p03: folder not found: .*p03"):
+    with pytest.raises(DatasetError, match=r"subject p03: folder not found: .*p03"):
         mpii.open_subject(tmp_path, "p03")
     sdir = _write_subject(tmp_path)
     (sdir / "Calibration" / "Camera.mat").unlink()
-    with pytest.raises(UserError, match=r"missing .*Calibration/Camera\.mat"):
+    with pytest.raises(DatasetError, match=r"missing .*Calibration/Camera\.mat"):
         mpii.open_subject(tmp_path, "p07")
     sdir2 = _write_subject(tmp_path, "p08")
     (sdir2 / "p08.txt").unlink()
-    with pytest.raises(UserError, match=r"annotation file not found: .*p08\.txt"):
+    with pytest.raises(DatasetError, match=r"annotation file not found: .*p08\.txt"):
         mpii.open_subject(tmp_path, "p08")
     sdir3 = _write_subject(tmp_path, "p09")
     scipy.io.savemat(sdir3 / "Calibration" / "Camera.mat", {"distCoeffs": DIST})
-    with pytest.raises(UserError, match="lacks cameraMatrix"):
+    with pytest.raises(DatasetError, match="lacks cameraMatrix"):
         mpii.open_subject(tmp_path, "p09")
     (sdir3 / "Calibration" / "Camera.mat").write_bytes(b"not a mat file")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(DatasetError, match="cannot read"):
         mpii.open_subject(tmp_path, "p09")
 
 
@@ -188,9 +190,10 @@ def test_optional_calibration_files(tmp_path: Path) -> None:
 
 
 def test_list_and_select_subjects(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="MPIIFaceGaze root not found"):
+    with pytest.raises(ConfigError, match="MPIIFaceGaze root not found") as missing:
         mpii.list_subjects(tmp_path / "absent")
-    with pytest.raises(UserError, match="no subject folders"):
+    assert exit_code(missing.value) == 2  # names data.mpii.raw: a configuration mistake
+    with pytest.raises(DatasetError, match="no subject folders"):
         mpii.select_subjects(tmp_path, None)
     for name in ("p03", "p00", "p14"):
         (tmp_path / name).mkdir()
@@ -201,6 +204,6 @@ def test_list_and_select_subjects(tmp_path: Path) -> None:
     assert mpii.select_subjects(tmp_path, None) == ["p00", "p03", "p14"]
     assert mpii.select_subjects(tmp_path, "") == ["p00", "p03", "p14"]
     assert mpii.select_subjects(tmp_path, " p14, p00 ,") == ["p14", "p00"]
-    with pytest.raises(UserError, match="'x1' is not a subject name") as info:
+    with pytest.raises(ConfigError, match="'x1' is not a subject name") as info:
         mpii.select_subjects(tmp_path, "p00,x1")
-    assert info.value.exit_code == 2
+    assert exit_code(info.value) == 2

@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
+from nvsynth.core import ibug68
 from nvsynth.core.geometry import head_rotation_from_pitchyaw, rot_y
 from nvsynth.datasets.mpii import Camera, open_subject
-from nvsynth.recon.fit import JAW, FitModel, fit_landmarks, subdivision
-from nvsynth.recon.landmarks import IBUG_SIX, DlibLandmarker, normalized_error, read_pts
+from nvsynth.recon.fit import FitModel, fit_landmarks, subdivision
+from nvsynth.recon.landmarks import DlibLandmarker, normalized_error, read_pts
 from nvsynth.recon.pipeline import fit_image
 from nvsynth.recon.template import TEMPLATE_DEPTH_RATIO, load_landmark_map, load_template
 
@@ -35,8 +36,8 @@ def landmarker() -> DlibLandmarker:
 
 def photo_camera(image: np.ndarray, points: np.ndarray, model: FitModel) -> Camera:
     """An ideal camera for a photo without calibration: the face as if 600 mm away."""
-    eye_mm = np.linalg.norm(np.subtract(*model.X0[model.landmark_map[[45, 36]]]))
-    f = np.linalg.norm(points[45] - points[36]) * 600.0 / eye_mm
+    eye_mm = np.linalg.norm(np.subtract(*model.X0[model.landmark_map[ibug68.OUTER_EYE_CORNERS]]))
+    f = np.linalg.norm(points[ibug68.LEFT_EYE_OUTER] - points[ibug68.RIGHT_EYE_OUTER]) * 600.0 / eye_mm
     h, w = image.shape[:2]
     return Camera(np.array([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]]), np.zeros(5))
 
@@ -118,7 +119,7 @@ def test_detect_then_fit(shared: Path, model: FitModel, landmarker: DlibLandmark
     img = cv2.imread(str(shared / "faces" / FACES[name]))
     truth = read_pts(shared / "faces" / f"{name}.pts")
     cam = photo_camera(img, truth, model)
-    lms, fit = fit_image(img, cam, landmarker, model, truth[list(IBUG_SIX)])
+    lms, fit = fit_image(img, cam, landmarker, model, truth[ibug68.MPII_SIX])
     projected = cam.project(fit.landmarks_3d)
     det_err = normalized_error(lms.points, truth)
     fit_err = normalized_error(projected, truth)
@@ -153,8 +154,8 @@ def test_jaw_follows_the_silhouette(model: FitModel) -> None:
         ideal = CAMERA.project(V, distort=False)
         idx = model.pick_jaw(V, ideal, ideal[model.landmark_map])
         sil = model.silhouette_vertices(V)
-        assert sil[idx[JAW]].all()
-        picks[yaw] = idx[JAW]
+        assert sil[idx[ibug68.JAW]].all()
+        picks[yaw] = idx[ibug68.JAW]
     # frontal: the jaw sits on the mesh outline (as in the map); turned: the far side (iBUG 0-7,
     # the subject's right, which turns away for positive yaw) leaves the outline
     outline = np.zeros(len(model.X0), bool)
@@ -171,16 +172,16 @@ def test_jaw_binds_between_vertices(model: FitModel) -> None:
     on_vertices = model.jaw_contour(V, proj, proj[model.landmark_map])
     # targets at the midpoints of the silhouette edges the mapped jaw points were bound to
     targets = proj[model.landmark_map].copy()
-    targets[JAW] = 0.5 * (proj[on_vertices.first[JAW]] + proj[on_vertices.second[JAW]])
-    edge_px = np.linalg.norm(proj[on_vertices.first[JAW]] - proj[on_vertices.second[JAW]], axis=1)
+    targets[ibug68.JAW] = 0.5 * (proj[on_vertices.first[ibug68.JAW]] + proj[on_vertices.second[ibug68.JAW]])
+    edge_px = np.linalg.norm(proj[on_vertices.first[ibug68.JAW]] - proj[on_vertices.second[ibug68.JAW]], axis=1)
     assert np.all(edge_px > 1.0)
     mid = model.jaw_contour(V, proj, targets)
-    np.testing.assert_allclose(mid.points(proj)[JAW], targets[JAW], atol=1e-6)
-    np.testing.assert_allclose(mid.alpha[JAW], 0.5, atol=1e-6)
+    np.testing.assert_allclose(mid.points(proj)[ibug68.JAW], targets[ibug68.JAW], atol=1e-6)
+    np.testing.assert_allclose(mid.alpha[ibug68.JAW], 0.5, atol=1e-6)
     sil = model.silhouette_vertices(V)
-    assert sil[mid.first[JAW]].all() and sil[mid.second[JAW]].all()
+    assert sil[mid.first[ibug68.JAW]].all() and sil[mid.second[ibug68.JAW]].all()
     # interior landmarks stay on their mapped vertices
-    np.testing.assert_array_equal(mid.nearest_vertices()[17:], model.landmark_map[17:])
+    np.testing.assert_array_equal(mid.nearest_vertices()[ibug68.INTERIOR], model.landmark_map[ibug68.INTERIOR])
 
 
 @pytest.mark.parametrize("steps", [1, 2])

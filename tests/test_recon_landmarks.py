@@ -11,10 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from nvsynth.core.errors import UserError
+from nvsynth.core import ibug68
+from nvsynth.core.errors import AssetError, DatasetError, ReconError
 from nvsynth.recon.landmarks import (
-    IBUG_MIRROR,
-    IBUG_SIX,
     Box,
     DlibLandmarker,
     NoFaceError,
@@ -56,15 +55,16 @@ def test_read_pts_is_zero_based(tmp_path: Path) -> None:
     np.testing.assert_allclose(pts[:, 0], np.arange(68) + 0.5)
     np.testing.assert_allclose(pts[:, 1], 2 * np.arange(68))
     (tmp_path / "bad.pts").write_text("no braces here")
-    with pytest.raises(UserError):
+    with pytest.raises(DatasetError, match=r"not an iBUG \.pts file") as info:
         read_pts(tmp_path / "bad.pts")
+    assert info.value.path == tmp_path / "bad.pts"
 
 
 @pytest.mark.parametrize("name", list(FACES))
 def test_detector_error_with_annotation_box(shared: Path, landmarker: DlibLandmarker, name: str) -> None:
     """MPIIFaceGaze's path: the face box comes from the six annotated points."""
     img, truth = load_face(shared, name)
-    lms = landmarker(img, truth[list(IBUG_SIX)])
+    lms = landmarker(img, truth[ibug68.MPII_SIX])
     assert lms.detector == "dlib/annotation"
     err = normalized_error(lms.points, truth)
     print(f"{name}: detector error {err:.4f}")
@@ -94,7 +94,7 @@ def test_annotation_box_matches_hog_geometry(shared: Path, landmarker: DlibLandm
     c = truth.mean(axis=0)
     hog = [Box.from_dlib(d) for d in dets if d.left() <= c[0] <= d.right() and d.top() <= c[1] <= d.bottom()]
     assert hog
-    assert iou(box_from_six(truth[list(IBUG_SIX)]), hog[0]) >= 0.6
+    assert iou(box_from_six(truth[ibug68.MPII_SIX]), hog[0]) >= 0.6
 
 
 def test_cnn_fallback_on_small_images(shared: Path, landmarker: DlibLandmarker) -> None:
@@ -113,13 +113,13 @@ def test_cnn_fallback_on_small_images(shared: Path, landmarker: DlibLandmarker) 
 def test_mirror_averaging_is_mirror_symmetric(shared: Path, landmarker: DlibLandmarker) -> None:
     """Landmarks of the mirrored image are the mirrored landmarks (relabelled left<->right)."""
     img, truth = load_face(shared, "takeo")
-    box = box_from_six(truth[list(IBUG_SIX)])
+    box = box_from_six(truth[ibug68.MPII_SIX])
     w = img.shape[1]
     flipped = np.ascontiguousarray(img[:, ::-1])
     fbox = Box(w - box.right, box.top, w - box.left, box.bottom)
     a = landmarker.predict(img, box)
     b = landmarker.predict(flipped, fbox)
-    b = np.c_[w - 1 - b[:, 0], b[:, 1]][IBUG_MIRROR]
+    b = np.c_[w - 1 - b[:, 0], b[:, 1]][ibug68.MIRROR]
     np.testing.assert_allclose(a, b, atol=1e-9)
 
 
@@ -143,8 +143,8 @@ def test_box_consensus_where_the_predictor_is_unstable(
 ) -> None:
     """Breakingbad (turned ~50 deg) gets the five-box consensus, which beats its single box; takeo keeps one box."""
     img, truth = load_face(shared, name)
-    box = box_from_six(truth[list(IBUG_SIX)])
-    lms = landmarker(img, truth[list(IBUG_SIX)])
+    box = box_from_six(truth[ibug68.MPII_SIX])
+    lms = landmarker(img, truth[ibug68.MPII_SIX])
     assert lms.boxes == boxes
     single = normalized_error(landmarker.predict(img, box, consensus=False), truth)
     err = normalized_error(lms.points, truth)
@@ -157,7 +157,7 @@ def test_box_consensus_where_the_predictor_is_unstable(
     w = img.shape[1]
     flipped = np.ascontiguousarray(img[:, ::-1])
     b = landmarker.predict(flipped, Box(w - box.right, box.top, w - box.left, box.bottom))
-    np.testing.assert_allclose(lms.points, np.c_[w - 1 - b[:, 0], b[:, 1]][IBUG_MIRROR], atol=1e-9)
+    np.testing.assert_allclose(lms.points, np.c_[w - 1 - b[:, 0], b[:, 1]][ibug68.MIRROR], atol=1e-9)
 
 
 def test_six_point_box_rejects_degenerate_points() -> None:
@@ -171,11 +171,11 @@ def test_fan_backend_missing_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("NVSYNTH_OFFLINE", "1")
-    with pytest.raises(UserError) as info:
+    with pytest.raises((ReconError, AssetError)) as info:
         make_landmarker("fan")
     msg = str(info.value)
     assert "\n" not in msg
     if importlib.util.find_spec("face_alignment") is None:
-        assert "pip install 'nvsynth[fan]'" in msg
+        assert isinstance(info.value, ReconError) and "pip install 'nvsynth[fan]'" in msg
     else:
-        assert "2DFAN" in msg and str(tmp_path / "torch") in msg
+        assert isinstance(info.value, AssetError) and "2DFAN" in msg and str(tmp_path / "torch") in msg

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nvsynth.core import ibug68
 from nvsynth.core.geometry import rot_y
 from nvsynth.recon.template import load_template
 from nvsynth.recon.visibility import MAX_VIEW_ANGLE_DEG, OCCLUSION_MARGIN_MM, vertex_normals, visible_vertices
@@ -100,7 +101,9 @@ def test_grazing_surface_inside_the_face_counts_as_seen(template_path: Path) -> 
     cos = -np.einsum("ij,ij->i", n, v / np.linalg.norm(v, axis=1, keepdims=True))
     grazing = (cos > 0) & (cos < np.cos(np.radians(MAX_VIEW_ANGLE_DEG)))
     lmap = np.array(json.loads((template_path.parent / "dlib68_to_mp468.json").read_text())["empirical"])
-    nose_base = np.linalg.norm(tpl.vertices[:, None] - tpl.vertices[lmap[31:36]][None], axis=2).min(axis=1) < 12.0
+    nose_base = (
+        np.linalg.norm(tpl.vertices[:, None] - tpl.vertices[lmap[ibug68.LOWER_NOSE]][None], axis=2).min(axis=1) < 12.0
+    )
     assert (grazing & nose_base).sum() >= 3
     assert vis[nose_base].all()
     # Grazing surface at the outline (the sides of the head) stays unseen.

@@ -10,7 +10,7 @@ import pytest
 
 from nvsynth.core import seeding
 from nvsynth.core.config import from_dict
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import ConfigError, DatasetError
 from nvsynth.core.h5io import H5Writer, open_h5
 from nvsynth.recon.template import load_template
 from nvsynth.render.appearance import (
@@ -174,15 +174,15 @@ def test_background_folder_is_listed_sorted_and_images_are_resized_and_box_blurr
 
 
 def test_background_folder_errors_are_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="not a folder"):
+    with pytest.raises(ConfigError, match="not a folder"):
         BackgroundSource(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no images"):
+    with pytest.raises(ConfigError, match="no images"):
         BackgroundSource(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.jpg").write_bytes(b"not a jpeg")
     src = BackgroundSource(tmp_path / "bad")
-    with pytest.raises(UserError, match="cannot be read"):
+    with pytest.raises(DatasetError, match="cannot be read"):
         src.image(0)
     with pytest.raises(IndexError):
         src.image(1)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from render_records import posed_record
 
-from nvsynth.core import geometry
+from nvsynth.core import geometry, ibug68
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import FaceTemplate, load_template
 from nvsynth.recon.visibility import visible_vertices
@@ -57,9 +57,9 @@ def record_at(template: FaceTemplate, landmark_map: np.ndarray, yaw_deg: float, 
 
 
 def nose_region(template: FaceTemplate, landmark_map: np.ndarray, radius_mm: float = 15.0) -> np.ndarray:
-    """Triangles within ``radius_mm`` of the nose base (dlib 31-35: nostrils, alae, columella)."""
+    """Triangles within ``radius_mm`` of the nose base (ibug68.LOWER_NOSE: nostrils, alae, columella)."""
     centroids = template.vertices[template.faces].mean(axis=1)
-    base = template.vertices[landmark_map[31:36]]
+    base = template.vertices[landmark_map[ibug68.LOWER_NOSE]]
     return np.linalg.norm(centroids[:, None] - base[None], axis=2).min(axis=1) < radius_mm
 
 

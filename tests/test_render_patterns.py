@@ -1,18 +1,16 @@
-"""Head-pose patterns and `nvsynth targets --from-h5` (render/patterns.py)."""
+"""Head-pose patterns (render/patterns.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
-from nvsynth.app.cli import main
 from nvsynth.core import geometry
 from nvsynth.core.config import from_dict
-from nvsynth.core.errors import ConfigError, UserError
-from nvsynth.render.patterns import load_pattern, load_pose_file, targets_from_h5
+from nvsynth.core.errors import AssetError, ConfigError
+from nvsynth.render.patterns import load_pattern, load_pose_file
 from nvsynth.render.views import normalize_source
 
 
@@ -48,7 +46,7 @@ def test_targets_dir_from_config_wins_over_environment(shared: Path, tmp_path: P
 def test_missing_eyediap_file_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NVSYNTH_TARGETS_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    with pytest.raises(UserError, match=r"EYEDIAP_FT_head_distribution\.txt") as err:
+    with pytest.raises(AssetError, match=r"EYEDIAP_FT_head_distribution\.txt") as err:
         load_pattern(from_dict({"render": {"pattern": "eyediap-ft"}}))
     assert "\n" not in str(err.value)
 
@@ -89,55 +87,8 @@ def test_file_pattern_npy_and_txt(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="pattern_file"):
         load_pattern(from_dict({"render": {"pattern": "file"}}))
     np.save(tmp_path / "bad.npy", np.zeros((4, 3)))
-    with pytest.raises(UserError, match=r"\(N, 2\)"):
+    with pytest.raises(AssetError, match=r"\(N, 2\)"):
         load_pose_file(tmp_path / "bad.npy")
     np.savetxt(tmp_path / "deg.txt", np.degrees(rows))
-    with pytest.raises(UserError, match="radians"):
+    with pytest.raises(AssetError, match="radians"):
         load_pose_file(tmp_path / "deg.txt")
-
-
-def _xgaze_like(path: Path, poses: np.ndarray) -> Path:
-    with h5py.File(path, "w") as f:
-        f.create_dataset("face_head_pose", data=poses.astype(np.float32))
-        f.create_dataset("face_gaze", data=np.zeros_like(poses, dtype=np.float32))
-    return path
-
-
-def test_targets_from_h5_then_xgaze_train_pattern(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(0, 0.3, (40, 2)), rng.normal(0, 0.3, (25, 2))
-    files = [_xgaze_like(tmp_path / "subject0000.h5", a), _xgaze_like(tmp_path / "subject0003.h5", b)]
-    out = tmp_path / "targets" / "xgaze_train.npy"
-    rc = main(["targets", "--from-h5", *map(str, files), "-o", str(out)])
-    assert rc == 0
-    assert "wrote 65 head poses from 2 file(s)" in capsys.readouterr().out
-    got = np.load(out)
-    np.testing.assert_array_equal(got, np.concatenate([a, b]).astype(np.float32).astype(np.float64))
-    assert not list(out.parent.glob("*.tmp"))
-    pat = load_pattern(from_dict({"render": {"pattern": "xgaze-train"}, "assets": {"targets_dir": str(out.parent)}}))
-    np.testing.assert_array_equal(pat.poses, got)
-
-
-def test_targets_from_h5_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "poses.npy"
-    (tmp_path / "notes.h5").write_text("not hdf5")
-    with pytest.raises(UserError, match="not a readable HDF5"):
-        targets_from_h5([tmp_path / "notes.h5"], out)
-    with h5py.File(tmp_path / "nohead.h5", "w") as f:
-        f.create_dataset("face_gaze", data=np.zeros((3, 2)))
-    with pytest.raises(UserError, match="no 'face_head_pose'"):
-        targets_from_h5([tmp_path / "nohead.h5"], out)
-    with h5py.File(tmp_path / "shape.h5", "w") as f:
-        f.create_dataset("face_head_pose", data=np.zeros((3, 3)))
-    with pytest.raises(UserError, match=r"must be \(N, 2\)"):
-        targets_from_h5([tmp_path / "shape.h5"], out)
-    _xgaze_like(tmp_path / "deg.h5", np.array([[10.0, 45.0]]))
-    with pytest.raises(UserError, match="radians"):
-        targets_from_h5([tmp_path / "deg.h5"], out)
-    with pytest.raises(UserError, match="not found"):
-        targets_from_h5([tmp_path / "missing.h5"], out)
-    assert not out.exists()
-    # through the CLI: one line on stderr, non-zero exit, no traceback
-    rc = main(["targets", "--from-h5", str(tmp_path / "nohead.h5"), "-o", str(out)])
-    err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and "face_head_pose" in err

@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from render_records import SIX_FROM_DLIB, make_record, random_pose
+from render_records import make_record, random_pose
 
-from nvsynth.core import geometry
+from nvsynth.core import geometry, ibug68
 from nvsynth.core.seeding import STREAM_POSE, view_rng
 from nvsynth.render.patterns import Pattern
 from nvsynth.render.views import (
@@ -20,8 +20,6 @@ from nvsynth.render.views import (
     pose_norm_deg,
     sample_view,
 )
-
-NOSE_TIP = 30
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +113,8 @@ def test_label_signs(records: list) -> None:
 
         # positive yaw turns the face toward image-left: the nose tip moves left of the eyes' midpoint
         def nose_offset(v) -> np.ndarray:
-            eyes = v.landmarks_norm[[36, 39, 42, 45]].mean(axis=0)
-            return v.landmarks_norm[NOSE_TIP] - eyes
+            eyes = v.landmarks_norm[ibug68.MPII_SIX[:4]].mean(axis=0)  # the four eye corners
+            return v.landmarks_norm[ibug68.NOSE_TIP] - eyes
 
         assert nose_offset(left)[0] < nose_offset(base)[0] < nose_offset(right)[0]
         # positive pitch turns the face up: the nose tip rises toward the eyes
@@ -153,7 +151,7 @@ def test_source_landmarks_match_zhang_warp_at_300mm(template_path: Path, shared:
 def test_source_eye_and_mouth_landmarks_centre_on_the_patch(records: list) -> None:
     for rec in records:
         (view,) = _views(rec, Pattern("source"), 1)
-        six = view.landmarks_norm[SIX_FROM_DLIB]
+        six = view.landmarks_norm[ibug68.MPII_SIX]
         centre = geometry.render_to_patch_pixels([[224.0, 224.0]])[0]
         # the face centre (mean of the six model points) projects to the patch centre; the
         # fitted landmarks' mean lies within a few pixels of it

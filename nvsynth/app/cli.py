@@ -110,7 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_render(cfg, outdir=args.save, subjects=args.subjects, limit=args.limit, resume=args.resume)
     if args.command == "targets":
-        from nvsynth.render.patterns import targets_from_h5
+        from nvsynth.app.targets import targets_from_h5
 
         return targets_from_h5(args.from_h5, args.output)
     if args.command == "inspect":

@@ -17,9 +17,7 @@ their missing nvsynth keys are reported as schema problems.
 from __future__ import annotations
 
 import math
-import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +28,8 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import geometry, h5io
-from nvsynth.core.errors import UserError
+from nvsynth.core.atomic import atomic_path, write_bytes
+from nvsynth.core.errors import NvsynthError, UserError
 
 LABELS = (("face_gaze", "gaze"), ("face_head_pose", "head"))
 LIMIT_RAD = np.pi / 2  # labels beyond +-90 degrees are not valid normalized poses
@@ -228,12 +227,6 @@ def _sample(f: h5py.File, path: Path, row: int) -> Sample:
 # --- figures -----------------------------------------------------------------------------------------
 
 
-def _save_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _grid(n: int, cell: float) -> tuple[Figure, list]:
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -274,7 +267,8 @@ def contact_sheet(samples: list[Sample], path: Path) -> None:
             va="bottom",
             bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0},
         )
-    _save_atomic(path, lambda p: fig.savefig(p, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def mask_sheet(samples: list[Sample], path: Path) -> None:
@@ -291,7 +285,8 @@ def mask_sheet(samples: list[Sample], path: Path) -> None:
         ax.imshow(overlay)
         if s.mask.max() > 127:
             ax.contour(s.mask, levels=[127.5], colors="cyan", linewidths=0.8)
-    _save_atomic(path, lambda p: fig.savefig(p, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 def pose_histograms(head: NDArray[np.float64], gaze: NDArray[np.float64], path: Path) -> None:
@@ -311,7 +306,8 @@ def pose_histograms(head: NDArray[np.float64], gaze: NDArray[np.float64], path: 
         ax.set_title(f"{title}: {len(deg)} rows, std pitch {std[0]:.1f}, yaw {std[1]:.1f}", fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save_atomic(path, lambda p: fig.savefig(p, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 # --- the command ----------------------------------------------------------------------------------------
@@ -322,7 +318,7 @@ def _save_patch(f: h5py.File, path: Path, index: int, folder: Path) -> Path:
     ok, png = cv2.imencode(".png", np.asarray(f["face_patch"][index]))  # stored BGR, as cv2 expects
     if not ok:
         raise UserError(f"{path}: cannot encode row {index} as PNG")
-    _save_atomic(out, lambda p: p.write_bytes(png.tobytes()))
+    write_bytes(out, png.tobytes())
     return out
 
 
@@ -354,7 +350,7 @@ def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = 
                 for key, sink in (("face_head_pose", heads), ("face_gaze", gazes)):
                     if key in f and f[key].shape[1:] == (2,):
                         sink.append(f[key][()].astype(np.float64))
-        except UserError as err:
+        except NvsynthError as err:  # h5io's OutputError, this module's UserError
             problems = [str(err)]
         except (OSError, RuntimeError, KeyError) as err:
             problems = [f"{fpath}: unreadable ({str(err).splitlines()[0] if str(err) else type(err).__name__})"]

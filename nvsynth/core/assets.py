@@ -1,22 +1,24 @@
 """External assets the project must not contain, resolved in a fixed order.
 
 Order: the config key, then the environment variable, then the user cache
-(``~/.cache/nvsynth`` or ``assets.cache_dir``), then a pinned download into
-the cache, verified by sha256. With ``NVSYNTH_OFFLINE=1`` no download is
-tried. When nothing works, one line says where to put the file.
+(``platformdirs.user_cache_dir("nvsynth")``, e.g. ``~/.cache/nvsynth`` or
+``$XDG_CACHE_HOME/nvsynth`` on Linux, or ``assets.cache_dir``), then a pinned
+download into the cache by ``pooch`` (sha256-verified, placed by an atomic
+rename). With ``NVSYNTH_OFFLINE=1`` no download is tried. When nothing works,
+or a download does not match its checksum, one line says where to put the
+file by hand. Every failure is an :class:`~nvsynth.core.errors.AssetError`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from nvsynth.core.errors import UserError
+import platformdirs
+import pooch
+
+from nvsynth.core.errors import AssetError
 
 
 @dataclass(frozen=True)
@@ -97,44 +99,49 @@ XGAZE_TRAIN = AssetSpec(
 
 
 def default_cache_dir(configured: Path | None = None) -> Path:
+    """``assets.cache_dir`` when set, else the platform's user cache folder for nvsynth."""
     if configured is not None:
         return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nvsynth"
+    return Path(platformdirs.user_cache_dir("nvsynth", appauthor=False))
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+class _HashingDownloader:
+    """pooch's HTTP downloader that also keeps the sha256 of what it fetched (for the mismatch message)."""
+
+    def __init__(self) -> None:
+        self._http = pooch.HTTPDownloader(progressbar=False)
+        self.sha256: str | None = None
+
+    def __call__(self, url: str, output_file: str, pooch_obj: pooch.Pooch | None, check_only: bool = False) -> None:
+        self._http(url, output_file, pooch_obj, check_only=check_only)
+        self.sha256 = pooch.file_hash(output_file, alg="sha256")
 
 
-def download(url: str, dest: Path, sha256: str | None, timeout: float = 30.0) -> Path:
-    """Fetch ``url`` to ``dest`` atomically, verifying ``sha256`` when given."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".download")
+def _download(spec: AssetSpec, url: str, cache: Path, where: str) -> Path:
+    """Fetch ``url`` (``spec.url``) into ``cache / spec.filename`` with pooch; ``AssetError`` on any failure."""
+    fetcher = _HashingDownloader()
+    known = None if spec.sha256 is None else f"sha256:{spec.sha256}"
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            while block := resp.read(1 << 20):
-                out.write(block)
-        if sha256 is not None:
-            got = sha256_of(Path(tmp))
-            if got != sha256:
-                raise UserError(f"download of {url} has sha256 {got}, expected {sha256}; not used")
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        pooch.retrieve(url, known, fname=spec.filename, path=cache, downloader=fetcher, progressbar=False)
+    except (ValueError, OSError) as err:  # pooch's checksum mismatch; requests' errors are OSErrors too
+        if fetcher.sha256 is not None and spec.sha256 is not None and fetcher.sha256 != spec.sha256:
+            raise AssetError(
+                f"{spec.name}: the download from {url} has sha256 {fetcher.sha256}, expected {spec.sha256}; "
+                f"not used: {where} (a copy with sha256 {spec.sha256})"
+            ) from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise AssetError(
+            f"{spec.name} not found and could not be downloaded ({reason}): {where} (source: {url})"
+        ) from None
+    return cache / spec.filename
 
 
 def resolve(spec: AssetSpec, configured: Path | None, cache_dir: Path | None = None, is_dir_key: bool = False) -> Path:
     """Find ``spec``'s file: config, environment, cache, then download.
 
     ``is_dir_key``: the config key and the environment variable name a folder
-    that holds ``spec.filename`` rather than the file itself.
+    that holds ``spec.filename`` rather than the file itself. A file already in
+    the cache is used as it is (it was verified when it was downloaded).
     """
 
     def pick(p: Path) -> Path:
@@ -143,29 +150,23 @@ def resolve(spec: AssetSpec, configured: Path | None, cache_dir: Path | None = N
     if configured is not None:
         p = pick(Path(configured))
         if not p.is_file():
-            raise UserError(f"{spec.config_key}: {p} not found ({spec.name})")
+            raise AssetError(f"{spec.config_key}: {p} not found ({spec.name})")
         return p
     env = os.environ.get(spec.env_var)
     if env:
         p = pick(Path(env).expanduser())
         if not p.is_file():
-            raise UserError(f"{spec.env_var}: {p} not found ({spec.name})")
+            raise AssetError(f"{spec.env_var}: {p} not found ({spec.name})")
         return p
-    cache = default_cache_dir(cache_dir) / spec.filename
-    if cache.is_file():
-        return cache
+    cache = default_cache_dir(cache_dir)
+    if (cache / spec.filename).is_file():
+        return cache / spec.filename
     where = (
-        f"put {spec.filename} at {cache}, or set {spec.config_key} in the config "
+        f"put {spec.filename} at {cache / spec.filename}, or set {spec.config_key} in the config "
         f"or the environment variable {spec.env_var}"
     )
     if spec.url is None:
-        raise UserError(f"{spec.name} not found: {where}")
+        raise AssetError(f"{spec.name} not found: {where}")
     if os.environ.get("NVSYNTH_OFFLINE") == "1":
-        raise UserError(f"{spec.name} not found and NVSYNTH_OFFLINE=1: {where} (source: {spec.url})")
-    try:
-        return download(spec.url, cache, spec.sha256)
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(
-            f"{spec.name} not found and could not be downloaded ({reason}): {where} (source: {spec.url})"
-        ) from None
+        raise AssetError(f"{spec.name} not found and NVSYNTH_OFFLINE=1: {where} (source: {spec.url})")
+    return _download(spec, spec.url, cache, where)

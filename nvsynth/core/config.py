@@ -40,7 +40,7 @@ class AssetsConfig(_Section):
     targets_dir: Path | None = None  # folder with EYEDIAP_*_head_distribution.txt, xgaze_train.npy
     face_landmark_model: Path | None = None  # MediaPipe face_landmark.tflite
     iris_landmark_model: Path | None = None  # MediaPipe iris_landmark.tflite
-    cache_dir: Path | None = None  # default ~/.cache/nvsynth
+    cache_dir: Path | None = None  # default platformdirs.user_cache_dir('nvsynth'), ~/.cache/nvsynth on Linux
 
 
 class ReconConfig(_Section):

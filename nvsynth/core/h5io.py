@@ -19,7 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import OutputError
 
 PARTIAL_SUFFIX = ".partial"
 ROWS_ATTR = "rows_committed"
@@ -272,7 +272,7 @@ class H5Writer:
 
 
 def open_h5(path: Path) -> h5py.File:
-    """Open an output file read-only; a corrupt or truncated file is a ``UserError``.
+    """Open an output file read-only; a corrupt or truncated file is an ``OutputError``.
 
     Not in SWMR mode (ETH-XGaze's loader uses ``swmr=True``, which reads these
     files just as well): a SWMR reader tolerates a file shorter than its
@@ -282,7 +282,7 @@ def open_h5(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise UserError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
+        raise OutputError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
 
 
 def expected_dtype(fld: Field) -> np.dtype:

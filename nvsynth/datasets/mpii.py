@@ -27,7 +27,7 @@ import numpy as np
 import scipy.io
 from numpy.typing import NDArray
 
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import ConfigError, DatasetError
 from nvsynth.core.geometry import HeadPose
 
 N_COLUMNS = 28
@@ -85,10 +85,10 @@ class Frame:
         return HeadPose.from_rvec(self.head_rvec, self.head_tvec)
 
     def load_image(self) -> NDArray[np.uint8]:
-        """The BGR frame; raises ``UserError`` when it is missing or unreadable."""
+        """The BGR frame; raises ``DatasetError`` when it is missing or unreadable."""
         img = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
         if img is None:
-            raise UserError(f"cannot read image {self.image_path}")
+            raise DatasetError(f"cannot read image {self.image_path}")
         return img
 
 
@@ -104,15 +104,15 @@ def load_calibration(subject_dir: Path) -> Calibration:
     cal = subject_dir / "Calibration"
     cam_path = cal / "Camera.mat"
     if not cam_path.is_file():
-        raise UserError(f"subject {subject_dir.name}: missing {cam_path}")
+        raise DatasetError(f"subject {subject_dir.name}: missing {cam_path}")
     try:
         cam = scipy.io.loadmat(str(cam_path))
     except Exception as err:
-        raise UserError(f"subject {subject_dir.name}: cannot read {cam_path}: {err}") from None
+        raise DatasetError(f"subject {subject_dir.name}: cannot read {cam_path}: {err}") from None
     K = _mat_get(cam, "cameraMatrix")
     d = _mat_get(cam, "distCoeffs")
     if K is None or K.shape != (3, 3) or d is None:
-        raise UserError(f"subject {subject_dir.name}: {cam_path} lacks cameraMatrix (3x3) or distCoeffs")
+        raise DatasetError(f"subject {subject_dir.name}: {cam_path} lacks cameraMatrix (3x3) or distCoeffs")
     rvec = tvec = None
     size_px = size_mm = None
     if (cal / "monitorPose.mat").is_file():
@@ -132,17 +132,17 @@ def load_calibration(subject_dir: Path) -> Calibration:
     return Calibration(Camera(K, d.ravel()), rvec, tvec, size_px, size_mm)
 
 
-def parse_annotation_line(line: str, subject_dir: Path, index: int, where: str) -> Frame:
-    """One line of ``pXX.txt``; ``where`` (file:line) names it in errors."""
+def parse_annotation_line(line: str, subject_dir: Path, index: int, path: Path, lineno: int) -> Frame:
+    """One line of ``pXX.txt``: line ``lineno`` (1-based) of ``path``, which errors name."""
     cols = line.split()
     if len(cols) != N_COLUMNS:
-        raise UserError(f"{where}: expected {N_COLUMNS} columns, found {len(cols)}")
+        raise DatasetError(f"expected {N_COLUMNS} columns, found {len(cols)}", path, lineno)
     try:
         nums = np.array([float(c) for c in cols[1:27]], dtype=np.float64)
     except ValueError:
-        raise UserError(f"{where}: non-numeric value in columns 2-27") from None
+        raise DatasetError("non-numeric value in columns 2-27", path, lineno) from None
     if not np.all(np.isfinite(nums)):
-        raise UserError(f"{where}: non-finite value")
+        raise DatasetError("non-finite value", path, lineno)
     rel = cols[0]
     return Frame(
         subject=subject_dir.name,
@@ -175,7 +175,7 @@ class Subject:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
-                yield parse_annotation_line(line, self.root, index, f"{self.annotation_file}:{lineno}")
+                yield parse_annotation_line(line, self.root, index, self.annotation_file, lineno)
                 index += 1
 
     def frame_list(self, limit: int | None = None) -> list[Frame]:
@@ -184,13 +184,13 @@ class Subject:
 
 
 def open_subject(root: Path, name: str) -> Subject:
-    """Open ``root/name``; raises ``UserError`` naming what is missing."""
+    """Open ``root/name``; raises ``DatasetError`` naming what is missing."""
     sdir = Path(root) / name
     if not sdir.is_dir():
-        raise UserError(f"subject {name}: folder not found: {sdir}")
+        raise DatasetError(f"subject {name}: folder not found: {sdir}")
     ann = sdir / f"{name}.txt"
     if not ann.is_file():
-        raise UserError(f"subject {name}: annotation file not found: {ann}")
+        raise DatasetError(f"subject {name}: annotation file not found: {ann}")
     return Subject(name, sdir, load_calibration(sdir), ann)
 
 
@@ -198,7 +198,7 @@ def list_subjects(root: Path) -> list[str]:
     """Subject names (``pXX``) under an MPIIFaceGaze root, sorted."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"MPIIFaceGaze root not found: {root} (set data.mpii.raw in the config)")
+        raise ConfigError(f"MPIIFaceGaze root not found: {root} (set data.mpii.raw in the config)")
     return sorted(p.name for p in root.iterdir() if p.is_dir() and SUBJECT_RE.match(p.name))
 
 
@@ -207,10 +207,10 @@ def select_subjects(root: Path, wanted: str | None) -> list[str]:
     available = list_subjects(root)
     if not wanted:
         if not available:
-            raise UserError(f"no subject folders (pXX) under {root}")
+            raise DatasetError(f"no subject folders (pXX) under {root}")
         return available
     names = [s.strip() for s in wanted.split(",") if s.strip()]
     for n in names:
         if not SUBJECT_RE.match(n):
-            raise UserError(f"--subjects: '{n}' is not a subject name like p00", exit_code=2)
+            raise ConfigError(f"--subjects: '{n}' is not a subject name like p00")
     return names
