@@ -72,20 +72,14 @@ from numpy.typing import NDArray
 from nvsynth import __version__
 from nvsynth.core.config import Config
 from nvsynth.core.errors import UserError
-from nvsynth.core.h5io import CORE_FIELDS, EncodedRows, Field, H5Writer, encode_rows, partial_path
+from nvsynth.core.h5io import EncodedRows, H5Writer, encode_rows, partial_path
+from nvsynth.core.schema import FIELDS, POSE_FIELDS
 from nvsynth.core.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
 from nvsynth.recon.record import ReconRecord
-from nvsynth.render.appearance import APPEARANCE_ATTRS, APPEARANCE_FIELDS, appearance_columns, sample_appearance
+from nvsynth.render.appearance import appearance_columns, sample_appearance
 from nvsynth.render.patterns import Pattern, load_pattern
 from nvsynth.render.views import View, normalize_record, sample_view
 
-#: Per-row datasets of the pose sampling (contracts.md).
-POSE_FIELDS: tuple[Field, ...] = (
-    Field("target_pose", (2,), "float32", "sampled target head pose (pitch, yaw), radians"),
-    Field("view_index", (), "int32", "index of the view within its source frame"),
-    Field("pose_attempts", (), "int32", "target draws until the view was within render.max_pose_deg"),
-)
-FIELDS: tuple[Field, ...] = (*CORE_FIELDS, *POSE_FIELDS, *APPEARANCE_FIELDS)
 _FIELD = {f.name: f for f in FIELDS}
 MANIFEST = "manifest.json"
 #: Attributes this module adds to every subject file (besides contracts.md's).
@@ -713,7 +707,7 @@ def _render_subject(
         return
 
     attrs = file_attrs(cfg, subject)
-    writer = H5Writer(final, FIELDS, attrs=attrs, resume=state.resume, dataset_attrs=APPEARANCE_ATTRS)
+    writer = H5Writer(final, FIELDS, attrs=attrs, resume=state.resume)
     try:
         # A reopened partial file carries the progress marker of the run that made it.
         prev = writer.attrs()

@@ -9,14 +9,14 @@ import h5py
 import numpy as np
 import pytest
 
-from nvsynth.core import h5io
-from nvsynth.core.errors import UserError
+from nvsynth.core import h5io, schema
+from nvsynth.core.errors import OutputError
 
 EXTRA = (
-    h5io.Field("variant", (), "int8", "appearance variant"),
-    h5io.Field("target_pose", (2,), "float32", "sampled target (pitch, yaw)"),
+    schema.Field("variant", (), "int8", "appearance variant"),
+    schema.Field("target_pose", (2,), "float32", "sampled target (pitch, yaw)"),
 )
-FIELDS = h5io.CORE_FIELDS + EXTRA
+FIELDS = schema.CORE_FIELDS + EXTRA
 NAMES = ["black", "black-dark", "color", "color-dark", "image", "image-dark"]
 
 
@@ -163,14 +163,14 @@ def test_resume_starts_fresh_when_partial_is_unusable(tmp_path: Path) -> None:
     w.append(_batch(1, 0))
     w.close()
     # another schema in the partial file: not reused
-    w = h5io.H5Writer(final, h5io.CORE_FIELDS, resume=True)
+    w = h5io.H5Writer(final, schema.CORE_FIELDS, resume=True)
     assert w.rows == 0
     w.close()
     # without resume an existing partial file is replaced
-    w = h5io.H5Writer(final, h5io.CORE_FIELDS)
-    w.append({k: v for k, v in _batch(2, 0).items() if k in h5io.CORE_NAMES})
+    w = h5io.H5Writer(final, schema.CORE_FIELDS)
+    w.append({k: v for k, v in _batch(2, 0).items() if k in schema.CORE_NAMES})
     w.close()
-    w = h5io.H5Writer(final, h5io.CORE_FIELDS, resume=False)
+    w = h5io.H5Writer(final, schema.CORE_FIELDS, resume=False)
     assert w.rows == 0
     w.close()
 
@@ -233,7 +233,7 @@ def test_validate_schema_finds_problems(tmp_path: Path) -> None:
 def test_open_h5_rejects_non_hdf5(tmp_path: Path) -> None:
     path = tmp_path / "x.h5"
     path.write_bytes(b"\x89HDF\r\n" + b"\0" * 100)
-    with pytest.raises(UserError, match="not a readable HDF5 file") as info:
+    with pytest.raises(OutputError, match="not a readable HDF5 file") as info:
         h5io.open_h5(path)
     assert "\n" not in str(info.value)
 
@@ -243,7 +243,7 @@ def test_open_h5_rejects_a_truncated_file(tmp_path: Path) -> None:
     good = _write(tmp_path / "good.h5", _batch(3, 0))
     bad = tmp_path / "bad.h5"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(UserError, match=r"bad\.h5: not a readable HDF5 file .*truncated file") as info:
+    with pytest.raises(OutputError, match=r"bad\.h5: not a readable HDF5 file .*truncated file") as info:
         h5io.open_h5(bad)
     assert "\n" not in str(info.value)
 

@@ -251,7 +251,8 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
 
 
 def test_encoded_rows_store_the_same_bytes_as_plain_rows(tmp_path: Path) -> None:
-    from nvsynth.core.h5io import CORE_FIELDS, H5Writer, encode_rows
+    from nvsynth.core.h5io import H5Writer, encode_rows
+    from nvsynth.core.schema import CORE_FIELDS
 
     rng = np.random.default_rng(0)
     n = 5
