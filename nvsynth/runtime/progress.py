@@ -15,4 +15,3 @@ from tqdm import tqdm
 def progress_bar(total: int, desc: str, unit: str, initial: int = 0) -> tqdm[Any]:
     """A bar on stderr with count, rate and ETA; close it (or use it as a context manager) when done."""
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5, leave=True)
-
