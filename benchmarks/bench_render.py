@@ -7,7 +7,7 @@ appearance differ), unless ``--obj/--raw`` name existing records.
 
 Definitions (printed with the figures):
 
-* end to end: the wall time of :func:`render.pipeline.run` on those sources
+* end to end: the wall time of :func:`nvsynth.runtime.render_run.run` on those sources
   with ``--workers`` processes and ``--views`` views per source -- the real
   pipeline, from recon records to the committed h5: worker start-up, record
   and image loading, view and appearance sampling, mesh, backgrounds,
@@ -48,8 +48,8 @@ SAMPLE_RAW = REPO / "supplementary" / "sample"
 def make_records(work: Path, sources: int) -> tuple[Path, Path]:
     """Recon on the sample subject, then the records cycled to ``sources`` frames."""
     from nvsynth.core.config import from_dict
-    from nvsynth.recon.pipeline import run as run_recon
     from nvsynth.recon.record import ReconRecord
+    from nvsynth.runtime.recon_run import run as run_recon
 
     first = work / "recon"
     cfg = from_dict({"data": {"mpii": {"raw": str(SAMPLE_RAW), "obj": str(first)}}})
@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     from nvsynth.core.h5io import lzf_backend
     from nvsynth.render.backgrounds import BackgroundSource
     from nvsynth.render.patterns import load_pattern
-    from nvsynth.render.pipeline import RunSpec, list_sources, run
+    from nvsynth.render.stage import RenderSpec
+    from nvsynth.runtime.render_plan import list_sources
+    from nvsynth.runtime.render_run import run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", type=int, default=60, help="source frames to render (default 60)")
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
         # raw: the renderer alone, same sources/views/backdrops, the pipeline's layout and one alternative
-        spec = RunSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=load_pattern(cfg), raw_root=Path(raw))
+        spec = RenderSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=load_pattern(cfg), image_root=Path(raw))
         backgrounds = BackgroundSource(cfg.data.background_path)
         sources, _ = list_sources(Path(obj), "p00", args.sources)
         layouts = [(max(1, args.workers), 1), (1, 2)]

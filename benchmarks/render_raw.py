@@ -100,7 +100,7 @@ def _raw_worker(
     barrier: Any, results: Any,
 ) -> None:  # fmt: skip
     os.environ["LP_NUM_THREADS"] = str(lp_threads)  # before this process's GL context exists
-    from nvsynth.render.pipeline import PreparedSource, SourceRenderer
+    from nvsynth.render.stage import PreparedSource, SourceRenderer
 
     worker = SourceRenderer(spec, backgrounds)
     preps = [p for s in sources if isinstance(p := worker.prepare(subject, s), PreparedSource)]
@@ -126,8 +126,8 @@ def pipeline_raw_throughput(
 ) -> RawRun:
     """The renderer alone on a run's sources, as the pipeline's workers would render them.
 
-    ``spec`` is the pipeline's :class:`render.pipeline.RunSpec`, ``sources``
-    its :class:`render.pipeline.Source` list. The sources are dealt round-robin
+    ``spec`` is the run's :class:`render.stage.RenderSpec`, ``sources``
+    its :class:`render.stage.Source` list. The sources are dealt round-robin
     to ``processes`` 'spawn' processes with ``LP_NUM_THREADS=lp_threads``;
     each prepares its sources (record, image, views, mesh, backdrops:
     untimed), renders one to warm up, waits for the others, then times

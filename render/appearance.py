@@ -20,7 +20,8 @@ U[light.ambient). ``light.darken_background`` multiplies the background by
 the view's darkening factor too.
 
 Every sampled value is returned in :class:`AppearanceParams` and stored per
-row through :data:`APPEARANCE_FIELDS` / :func:`appearance_columns`; all draws
+row through :func:`appearance_columns` as the datasets
+:data:`nvsynth.core.schema.APPEARANCE_FIELDS` (see docs/design.md, "Output schema"); all draws
 come from the generator the caller passes in
 (``nvsynth.core.seeding.view_rng(..., STREAM_APPEARANCE)``).
 """
@@ -34,9 +35,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nvsynth.core.config import RenderConfig
-from nvsynth.core.h5io import Field
+from nvsynth.core.schema import VARIANT_NAMES
 
-VARIANTS = ("black", "black-dark", "color", "color-dark", "image", "image-dark")
+#: The six variants; a row's ``variant`` code indexes them (the schema names them in the file).
+VARIANTS = VARIANT_NAMES
 #: Gaze-NV-Rendering's mix of the six variants (preset ``mpii-nv``).
 MPII_NV_PROBABILITIES = (0.1, 0.1, 0.1, 0.1, 0.3, 0.3)
 #: Range of the face darkening factor of the ``*-dark`` variants.
@@ -118,24 +120,8 @@ def sample_appearance(rng: np.random.Generator, cfg: RenderConfig, n_backgrounds
     )
 
 
-#: Per-row datasets of the sampled appearance (see README "Output schema").
-APPEARANCE_FIELDS: tuple[Field, ...] = (
-    Field("variant", (), "int8", "appearance variant, index into the dataset attribute 'names'"),
-    Field("background_id", (), "int32", "background image index in the run's listing; -1 if none"),
-    Field("background_color", (3,), "uint8", "background colour, BGR (zeros unless variant is a colour one)"),
-    Field("darkening", (), "float32", "face darkening factor (1 = none)"),
-    Field("light_direction", (3,), "float32", "light direction, normalized camera (zeros if not relit)"),
-    Field("light_color", (3,), "float32", "light colour, RGB multipliers (ones if not relit)"),
-    Field("light_ambient", (), "float32", "ambient share of the light (1 if not relit)"),
-    Field("relit", (), "uint8", "1 if the view was relit"),
-)
-
-#: Dataset attributes of the appearance fields (the writer sets them once per file).
-APPEARANCE_ATTRS: dict[str, dict[str, object]] = {"variant": {"names": list(VARIANTS)}}
-
-
 def appearance_columns(params: Sequence[AppearanceParams]) -> dict[str, np.ndarray]:
-    """The per-row columns of APPEARANCE_FIELDS for a sequence of views."""
+    """The per-row columns of the schema's APPEARANCE_FIELDS for a sequence of views."""
     n = len(params)
     lit = [p.light for p in params]
     return {

@@ -9,14 +9,14 @@ import h5py
 import numpy as np
 import pytest
 
-from nvsynth.core import h5io
+from nvsynth.core import h5io, schema
 from nvsynth.core.errors import OutputError
 
 EXTRA = (
-    h5io.Field("variant", (), "int8", "appearance variant"),
-    h5io.Field("target_pose", (2,), "float32", "sampled target (pitch, yaw)"),
+    schema.Field("variant", (), "int8", "appearance variant"),
+    schema.Field("target_pose", (2,), "float32", "sampled target (pitch, yaw)"),
 )
-FIELDS = h5io.CORE_FIELDS + EXTRA
+FIELDS = schema.CORE_FIELDS + EXTRA
 NAMES = ["black", "black-dark", "color", "color-dark", "image", "image-dark"]
 
 
@@ -163,14 +163,14 @@ def test_resume_starts_fresh_when_partial_is_unusable(tmp_path: Path) -> None:
     w.append(_batch(1, 0))
     w.close()
     # another schema in the partial file: not reused
-    w = h5io.H5Writer(final, h5io.CORE_FIELDS, resume=True)
+    w = h5io.H5Writer(final, schema.CORE_FIELDS, resume=True)
     assert w.rows == 0
     w.close()
     # without resume an existing partial file is replaced
-    w = h5io.H5Writer(final, h5io.CORE_FIELDS)
-    w.append({k: v for k, v in _batch(2, 0).items() if k in h5io.CORE_NAMES})
+    w = h5io.H5Writer(final, schema.CORE_FIELDS)
+    w.append({k: v for k, v in _batch(2, 0).items() if k in schema.CORE_NAMES})
     w.close()
-    w = h5io.H5Writer(final, h5io.CORE_FIELDS, resume=False)
+    w = h5io.H5Writer(final, schema.CORE_FIELDS, resume=False)
     assert w.rows == 0
     w.close()
 

@@ -20,14 +20,15 @@ import numpy as np
 import pytest
 
 from nvsynth.app import inspect
-from nvsynth.core import geometry, h5io
+from nvsynth.core import geometry, h5io, schema
+from nvsynth.core.errors import ConfigError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["black", "black-dark", "color", "color-dark", "image", "image-dark"]
 EXTRA = (
-    h5io.Field("variant", (), "int8", "appearance variant"),
-    h5io.Field("relit", (), "uint8", "1 if relit"),
-    h5io.Field("target_pose", (2,), "float32", "sampled target (pitch, yaw)"),
+    schema.Field("variant", (), "int8", "appearance variant"),
+    schema.Field("relit", (), "uint8", "1 if relit"),
+    schema.Field("target_pose", (2,), "float32", "sampled target (pitch, yaw)"),
 )
 # (gaze pitch, gaze yaw, head pitch, head yaw), degrees: the first rows are easy to read by eye
 KNOWN = [
@@ -100,7 +101,7 @@ def _write(path: Path) -> dict[str, np.ndarray]:
     attrs = {"nvsynth_version": "0.1.0", "config_hash": "0123abcd", "seed": 7, "pattern": "gaussian"}
     w = h5io.H5Writer(
         path,
-        h5io.CORE_FIELDS + EXTRA,
+        schema.CORE_FIELDS + EXTRA,
         attrs={**attrs, "subject": "p00", "views_per_source": 4},
         dataset_attrs={"variant": {"names": VARIANTS}},
     )
@@ -305,16 +306,16 @@ def test_foreign_eth_xgaze_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_missing_path_and_bad_num(tmp_path: Path) -> None:
-    with pytest.raises(inspect.UserError, match="no such file or folder"):
+    with pytest.raises(OutputError, match="no such file or folder"):
         inspect.run(tmp_path / "absent.h5")
-    with pytest.raises(inspect.UserError, match=r"no \.h5 files"):
+    with pytest.raises(OutputError, match=r"no \.h5 files"):
         inspect.run(tmp_path)
-    with pytest.raises(inspect.UserError, match="--num"):
+    with pytest.raises(ConfigError, match="--num"):
         inspect.run(tmp_path, num=0)
 
 
 def test_empty_file_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = h5io.H5Writer(tmp_path / "p09.h5", h5io.CORE_FIELDS).commit()
+    path = h5io.H5Writer(tmp_path / "p09.h5", schema.CORE_FIELDS).commit()
     assert inspect.run(path, out=tmp_path / "png") == 1
     out, err = _err_lines(capsys)
     assert err == [f"{path}: no rows"] and f"{path}: 0 rows" in out

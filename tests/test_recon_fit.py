@@ -13,7 +13,7 @@ from nvsynth.core.geometry import head_rotation_from_pitchyaw, rot_y
 from nvsynth.datasets.mpii import Camera, open_subject
 from nvsynth.recon.fit import FitModel, fit_landmarks, subdivision
 from nvsynth.recon.landmarks import DlibLandmarker, normalized_error, read_pts
-from nvsynth.recon.pipeline import fit_image
+from nvsynth.recon.stage import fit_image
 from nvsynth.recon.template import TEMPLATE_DEPTH_RATIO, load_landmark_map, load_template
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,10 +12,9 @@ from nvsynth.core import seeding
 from nvsynth.core.config import from_dict
 from nvsynth.core.errors import ConfigError, DatasetError
 from nvsynth.core.h5io import H5Writer, open_h5
+from nvsynth.core.schema import APPEARANCE_FIELDS, DATASET_ATTRS
 from nvsynth.recon.template import load_template
 from nvsynth.render.appearance import (
-    APPEARANCE_ATTRS,
-    APPEARANCE_FIELDS,
     DARKENING_RANGE,
     LIGHT_CONE_DEG,
     MPII_NV_PROBABILITIES,
@@ -135,7 +134,7 @@ def test_appearance_columns_match_the_fields_and_write_to_h5(tmp_path: Path, mpi
         assert f["variant"].shape == (70,)
         for name in cols:
             assert np.array_equal(f[name][:64], cols[name])
-    assert APPEARANCE_ATTRS["variant"]["names"] == list(VARIANTS)
+    assert DATASET_ATTRS["variant"]["names"] == list(VARIANTS)
 
 
 # -- backgrounds -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from render_records import posed_record
 from render_scenes import CENTRE, K_NORM, decode_ids, id_mesh, transform, turn_about
 
-from nvsynth.core import geometry
+from nvsynth.core import geometry, ibug68
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import FaceTemplate, load_template
 from nvsynth.render.gl import FaceRenderer
@@ -182,9 +182,9 @@ def test_face_mask_is_inside_the_rendered_face_and_excludes_the_forehead(
     assert np.all(alpha[mask]), "the face mask lies inside the rendered face"
     assert 0.5 < mask.sum() / alpha.sum() < 0.95
     # The outline's eyebrows bound the mask from above: nothing above the projected brows is in it.
-    brows = geometry.project(transform(verts[lmap[17:27]], T), K_NORM)
+    brows = geometry.project(transform(verts[lmap[ibug68.BROWS]], T), K_NORM)
     ys = np.nonzero(mask)[0]
     assert ys.min() >= brows[:, 1].min() - 2
     # The jaw line bounds it from below.
-    jaw = geometry.project(transform(verts[lmap[0:17]], T), K_NORM)
+    jaw = geometry.project(transform(verts[lmap[ibug68.JAW]], T), K_NORM)
     assert abs(ys.max() - jaw[:, 1].max()) <= 3

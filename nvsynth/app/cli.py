@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nvsynth import __version__
-from nvsynth.core.errors import ConfigError, NvsynthError, UserError
+from nvsynth.core.errors import ConfigError, NvsynthError
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -93,7 +93,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = with_overrides(
             load_config(args.config), {"recon.workers": args.workers, "recon.export_obj": args.export_obj}
         )
-        from nvsynth.recon.pipeline import run as run_recon
+        from nvsynth.runtime.recon_run import run as run_recon
 
         return run_recon(cfg, subjects=args.subjects, limit=args.limit, force=args.force)
     if args.command == "render":
@@ -106,7 +106,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "render.workers": args.workers,
             },
         )
-        from nvsynth.render.pipeline import run as run_render
+        from nvsynth.runtime.render_run import run as run_render
 
         return run_render(cfg, outdir=args.save, subjects=args.subjects, limit=args.limit, resume=args.resume)
     if args.command == "targets":
@@ -126,8 +126,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def exit_code(err: NvsynthError) -> int:
     """The exit code for an expected error: 2 for usage/configuration mistakes, 1 for the rest."""
-    if isinstance(err, UserError):
-        return err.exit_code
     return 2 if isinstance(err, ConfigError) else 1
 
 

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from nvsynth.core.config import Config, load_config, with_overrides
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import AssetError
 
 SAMPLE_SUBJECT = "p00"
 DEMO_VIEWS = 16
@@ -24,7 +24,7 @@ def sample_root() -> Path:
     """The bundled sample (MPIIFaceGaze layout) inside the installed package."""
     root = Path(str(resources.files("nvsynth.supplementary") / "sample"))
     if not (root / SAMPLE_SUBJECT / f"{SAMPLE_SUBJECT}.txt").is_file():
-        raise UserError(f"bundled sample not found at {root}; reinstall nvsynth")
+        raise AssetError(f"bundled sample not found at {root}; reinstall nvsynth")
     return root
 
 
@@ -49,8 +49,8 @@ def demo_config(base: Config, out: Path) -> Config:
 
 def run(out: Path, config: Path | None = None) -> int:
     from nvsynth.app.inspect import run as run_inspect
-    from nvsynth.recon.pipeline import run as run_recon
-    from nvsynth.render.pipeline import run as run_render
+    from nvsynth.runtime.recon_run import run as run_recon
+    from nvsynth.runtime.render_run import run as run_render
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

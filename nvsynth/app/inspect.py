@@ -2,16 +2,16 @@
 
 For each ``.h5`` file (PATH is a file or a folder of them) the terminal gets a
 summary: rows, datasets with shapes and dtypes, label ranges in degrees, and
-the mix of render parameters (variant shares, pattern, seed). Problems --
-schema (:func:`nvsynth.core.h5io.validate_schema`), NaN/inf values, labels outside
-+-90 degrees, empty masks, mismatched row counts, unreadable files -- go to
-stderr, one line each, and make the exit code 1.
+the mix of render parameters (variant shares, pattern, seed). Problems -- schema
+(:mod:`nvsynth.core.schema`), NaN/inf values, labels outside +-90 degrees, empty
+masks, mismatched row counts, unreadable files -- go to stderr, one line each,
+and make the exit code 1.
 
 With ``-o OUT`` three figures are written (matplotlib, Agg): ``contact_sheet.png``
 (samples with the gaze arrow and head axes), ``masks.png`` (masks over the
 faces) and ``pose_hist.png`` (2D histograms of head pose and gaze).
-Foreign ETH-XGaze files (no render parameters, no file attributes) are read too;
-their missing nvsynth keys are reported as schema problems.
+Foreign ETH-XGaze files (no render parameters, no file attributes) are read too: the
+schema's ETH-XGaze datasets are required, its render parameters checked where present.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 
-from nvsynth.core import geometry, h5io
+from nvsynth.core import geometry, h5io, schema
 from nvsynth.core.atomic import atomic_path, write_bytes
-from nvsynth.core.errors import NvsynthError, UserError
+from nvsynth.core.errors import ConfigError, NvsynthError, OutputError
 
 LABELS = (("face_gaze", "gaze"), ("face_head_pose", "head"))
 LIMIT_RAD = np.pi / 2  # labels beyond +-90 degrees are not valid normalized poses
@@ -89,12 +89,12 @@ def find_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(path.glob("*.h5"))
         if not files:
-            raise UserError(f"{path}: no .h5 files in this folder")
+            raise OutputError(f"{path}: no .h5 files in this folder")
         partial = sorted(path.glob("*.h5" + h5io.PARTIAL_SUFFIX))
         if partial:
             print(f"note: {len(partial)} unfinished {h5io.PARTIAL_SUFFIX} file(s) ignored (resume the render)")
         return files
-    raise UserError(f"{path}: no such file or folder")
+    raise OutputError(f"{path}: no such file or folder")
 
 
 def _rows(where: NDArray[np.bool_]) -> str:
@@ -109,14 +109,14 @@ def _per_row(f: h5py.File) -> dict[str, h5py.Dataset]:
 
 def validate(f: h5py.File) -> list[str]:
     """Every problem of an open file, one line each (empty when it is sound)."""
-    problems = h5io.validate_schema(f)
+    problems = h5io.validate_schema(f, schema.REQUIRED_FIELDS, optional=schema.FIELDS)
     data = _per_row(f)
     if data and max(ds.shape[0] for ds in data.values()) == 0:
         problems.append("no rows")
-    committed = f.attrs.get(h5io.ROWS_ATTR)
+    committed = f.attrs.get(schema.ROWS_ATTR)
     if committed is not None and "face_patch" in data and int(committed) != data["face_patch"].shape[0]:
         problems.append(
-            f"attribute {h5io.ROWS_ATTR}={int(committed)} but face_patch has {data['face_patch'].shape[0]} rows"
+            f"attribute {schema.ROWS_ATTR}={int(committed)} but face_patch has {data['face_patch'].shape[0]} rows"
         )
     for name, ds in data.items():
         if ds.dtype.kind == "f" and ds.ndim <= 3 and ds.shape[0]:
@@ -184,7 +184,7 @@ def summary(f: h5py.File, path: Path) -> list[str]:
         out.append(f"  variants: {', '.join(shares)}")
     if "relit" in data and data["relit"].shape[0]:
         out.append(f"  relit: {np.mean(data['relit'][()] > 0):.0%}")
-    extra = [n for n in data if n not in h5io.CORE_NAMES]
+    extra = [n for n in data if n not in schema.CORE_NAMES]
     out.append(f"  render parameters: {', '.join(extra) if extra else 'none recorded'}")
     return out
 
@@ -317,7 +317,7 @@ def _save_patch(f: h5py.File, path: Path, index: int, folder: Path) -> Path:
     out = folder / f"{path.stem}_row{index}.png"
     ok, png = cv2.imencode(".png", np.asarray(f["face_patch"][index]))  # stored BGR, as cv2 expects
     if not ok:
-        raise UserError(f"{path}: cannot encode row {index} as PNG")
+        raise OutputError(f"{path}: cannot encode row {index} as PNG")
     write_bytes(out, png.tobytes())
     return out
 
@@ -325,7 +325,7 @@ def _save_patch(f: h5py.File, path: Path, index: int, folder: Path) -> Path:
 def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = None) -> int:
     """Summarize and validate PATH, optionally plot into OUT; 0 when every file is sound, else 1."""
     if num < 1:
-        raise UserError("--num must be at least 1", exit_code=2)
+        raise ConfigError("--num must be at least 1")
     files = find_files(Path(path))
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -350,7 +350,7 @@ def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = 
                 for key, sink in (("face_head_pose", heads), ("face_gaze", gazes)):
                     if key in f and f[key].shape[1:] == (2,):
                         sink.append(f[key][()].astype(np.float64))
-        except NvsynthError as err:  # h5io's OutputError, this module's UserError
+        except NvsynthError as err:
             problems = [str(err)]
         except (OSError, RuntimeError, KeyError) as err:
             problems = [f"{fpath}: unreadable ({str(err).splitlines()[0] if str(err) else type(err).__name__})"]

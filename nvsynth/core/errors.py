@@ -43,11 +43,3 @@ class RenderError(NvsynthError):
 
 class OutputError(NvsynthError):
     """An output file or folder cannot be written, or is not a valid nvsynth output."""
-
-
-class UserError(NvsynthError):
-    """Deprecated catch-all kept while stages move to their own classes; ``exit_code`` 2 or 1."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code

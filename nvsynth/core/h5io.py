@@ -1,8 +1,10 @@
 """HDF5 output in the ETH-XGaze layout: one file per subject, ``OUTDIR/<subject>.h5``.
 
-The schema is defined here once; the writer and every reader use it. Files
-are written to ``<subject>.h5.partial`` in the same folder and renamed when
-complete, so a final file is never half-written and never appended to.
+See docs/design.md ("Output schema"). The writer and the validator here read
+the one schema, :mod:`nvsynth.core.schema` (datasets, dtypes, shapes,
+attributes); nothing here defines a dataset. Files are written to
+``<subject>.h5.partial`` in the same folder and renamed when complete, so a
+final file is never half-written and never appended to.
 ETH-XGaze's ``data_loader.py`` opens them unchanged:
 ``h5py.File(path, 'r', swmr=True)``, ``face_patch[idx]`` (BGR), ``face_gaze[idx]``.
 """
@@ -19,40 +21,20 @@ from typing import Any
 import h5py
 import numpy as np
 
+from nvsynth.core.atomic import fsync_dir
 from nvsynth.core.errors import OutputError
-
-PARTIAL_SUFFIX = ".partial"
-ROWS_ATTR = "rows_committed"
-
-
-@dataclass(frozen=True)
-class Field:
-    """One per-row dataset: ``shape`` excludes the row axis."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # numpy dtype name, or "str" for UTF-8 strings
-    meaning: str
-    image: bool = False  # one row per chunk, lzf-compressed
-
-    def h5_dtype(self) -> Any:
-        return h5py.string_dtype("utf-8") if self.dtype == "str" else np.dtype(self.dtype)
-
-
-#: The core schema (ETH-XGaze names; see README "Output schema").
-CORE_FIELDS: tuple[Field, ...] = (
-    Field("face_patch", (224, 224, 3), "uint8", "normalized face image, BGR", image=True),
-    Field("face_mask", (224, 224), "uint8", "rendered face region, 0/255", image=True),
-    Field("face_gaze", (2,), "float32", "normalized gaze (pitch, yaw), radians"),
-    Field("face_head_pose", (2,), "float32", "normalized head pose (pitch, yaw), radians"),
-    Field("rotation_matrix", (3, 3), "float32", "novel-view rotation applied in normalized space"),
-    Field("face_mat_norm", (3, 3), "float32", "the source frame's normalizing rotation R"),
-    Field("landmarks_norm", (68, 2), "float32", "68 fitted landmarks in patch pixels"),
-    Field("frame_index", (), "int32", "row of the subject's annotation file"),
-    Field("source_file", (), "str", "source image, relative to the dataset root"),
+from nvsynth.core.schema import (
+    CORE_FIELDS,
+    DATASET_ATTR_SPECS,
+    FILE_ATTR_BY_NAME,
+    REQUIRED_FIELDS,
+    ROWS_ATTR,
+    Field,
+    attr_problem,
+    dataset_attrs_of,
 )
 
-CORE_NAMES = tuple(f.name for f in CORE_FIELDS)
+PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass(frozen=True)
@@ -132,7 +114,8 @@ class H5Writer:
     rows committed so far are kept (rows past the last commit are dropped).
     ``attrs`` are written as file attributes (nvsynth version, config hash,
     seed, pattern, ...); ``dataset_attrs`` maps a field name to attributes of
-    its dataset (e.g. ``{"variant": {"names": [...]}}``), written on creation.
+    its dataset (e.g. ``{"variant": {"names": [...]}}``), written on creation;
+    by default those the schema gives the fields (:data:`~nvsynth.core.schema.DATASET_ATTRS`).
     """
 
     def __init__(
@@ -150,7 +133,7 @@ class H5Writer:
         unknown = set(dataset_attrs or {}) - self._names
         if unknown:
             raise ValueError(f"dataset_attrs for unknown fields {sorted(unknown)}")
-        self._dataset_attrs = dict(dataset_attrs or {})
+        self._dataset_attrs = dict(dataset_attrs_of(self.fields) if dataset_attrs is None else dataset_attrs)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self._f: h5py.File | None = None
         if resume and self.partial.exists():
@@ -258,7 +241,10 @@ class H5Writer:
     def commit(self) -> Path:
         """Close and atomically rename the partial file to its final name."""
         self.close()
+        with open(self.partial, "rb+") as fh:  # durable before it is published
+            os.fsync(fh.fileno())
         os.replace(self.partial, self.final)
+        fsync_dir(self.final.parent)
         return self.final
 
     def __enter__(self) -> H5Writer:
@@ -272,7 +258,7 @@ class H5Writer:
 
 
 def open_h5(path: Path) -> h5py.File:
-    """Open an output file read-only; a corrupt or truncated file is an ``OutputError``.
+    """Open an output file read-only; a corrupt or truncated file is an :class:`OutputError`.
 
     Not in SWMR mode (ETH-XGaze's loader uses ``swmr=True``, which reads these
     files just as well): a SWMR reader tolerates a file shorter than its
@@ -285,15 +271,22 @@ def open_h5(path: Path) -> h5py.File:
         raise OutputError(f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]})") from None
 
 
-def expected_dtype(fld: Field) -> np.dtype:
-    return np.dtype(object) if fld.dtype == "str" else np.dtype(fld.dtype)
+def validate_schema(
+    f: h5py.File, fields: Sequence[Field] = REQUIRED_FIELDS, optional: Sequence[Field] = ()
+) -> list[str]:
+    """Problems with keys, shapes, dtypes, attributes and row counts; empty when the file conforms.
 
-
-def validate_schema(f: h5py.File, fields: Sequence[Field] = CORE_FIELDS) -> list[str]:
-    """Problems with keys, shapes, dtypes and row counts; empty when it conforms."""
+    ``fields`` must be present; ``optional`` ones (e.g. every field of the
+    schema) are checked where present.
+    File attributes and dataset attributes the schema names are checked where
+    present (a foreign ETH-XGaze file has none); a dataset the schema gives
+    attributes must carry them.
+    """
     problems: list[str] = []
     rows: dict[str, int] = {}
-    for fld in fields:
+    required = {fld.name for fld in fields}
+    present = [fld for fld in optional if fld.name in f and fld.name not in required]
+    for fld in (*fields, *present):
         if fld.name not in f:
             problems.append(f"missing key '{fld.name}'")
             continue
@@ -305,7 +298,16 @@ def validate_schema(f: h5py.File, fields: Sequence[Field] = CORE_FIELDS) -> list
                 problems.append(f"'{fld.name}': dtype {ds.dtype}, expected UTF-8 string")
         elif ds.dtype != np.dtype(fld.dtype):
             problems.append(f"'{fld.name}': dtype {ds.dtype}, expected {fld.dtype}")
+        for spec in DATASET_ATTR_SPECS.get(fld.name, ()):
+            if spec.name not in ds.attrs:
+                problems.append(f"'{fld.name}': missing attribute '{spec.name}'")
+            elif (why := attr_problem(spec, ds.attrs[spec.name])) is not None:
+                problems.append(f"'{fld.name}': {why}")
         rows[fld.name] = ds.shape[0] if ds.ndim else 0
+    for key in f.attrs:
+        spec = FILE_ATTR_BY_NAME.get(key)
+        if spec is not None and (why := attr_problem(spec, f.attrs[key])) is not None:
+            problems.append(why)
     for name in f:
         if isinstance(f[name], h5py.Dataset) and f[name].ndim and name not in rows:
             rows[name] = f[name].shape[0]
@@ -313,3 +315,22 @@ def validate_schema(f: h5py.File, fields: Sequence[Field] = CORE_FIELDS) -> list
         counts = ", ".join(f"{k}={v}" for k, v in sorted(rows.items()))
         problems.append(f"mismatched row counts: {counts}")
     return problems
+
+
+def concat_rows(fields: Sequence[Field], parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several batches of rows (e.g. one per source) as one batch for :meth:`H5Writer.append`.
+
+    Encoded image rows stay encoded; with no parts the batch has zero rows.
+    """
+    out: dict[str, Any] = {}
+    for f in fields:
+        cols = [p[f.name] for p in parts]
+        if cols and all(isinstance(c, EncodedRows) for c in cols):
+            out[f.name] = EncodedRows(f.shape, f.dtype, tuple(chunk for c in cols for chunk in c.chunks))
+        elif f.dtype == "str":
+            out[f.name] = [v for c in cols for v in c]
+        elif cols:
+            out[f.name] = np.concatenate([np.asarray(c, dtype=f.dtype) for c in cols])
+        else:
+            out[f.name] = np.zeros((0, *f.shape), dtype=f.dtype)
+    return out

@@ -1,4 +1,4 @@
-"""`nvsynth render` end to end (render/pipeline.py) on recon records of the real template with known poses."""
+"""`nvsynth render` end to end (runtime/render_run.py, render/stage.py) on recon records of known poses."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from render_records import write_dataset
 from nvsynth.app.cli import main
 from nvsynth.core import geometry
 from nvsynth.core.config import Config, from_dict
-from nvsynth.core.errors import UserError
+from nvsynth.core.errors import OutputError, RenderError
 from nvsynth.core.h5io import partial_path, validate_schema
+from nvsynth.core.schema import FIELDS
 from nvsynth.recon.record import ReconRecord
-from nvsynth.render.pipeline import FIELDS, run
+from nvsynth.runtime.render_run import run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,17 +177,17 @@ def test_existing_output_and_missing_records(small: tuple[Path, Path], tmp_path:
     cfg = _cfg(raw, obj, views=1)
     run(cfg, tmp_path / "o")
     before = (tmp_path / "o" / "p00.h5").read_bytes()
-    with pytest.raises(UserError, match=r"exists: pass --resume"):
+    with pytest.raises(OutputError, match=r"exists: pass --resume"):
         run(cfg, tmp_path / "o")
     assert run(cfg, tmp_path / "o", resume=True) == 0  # finished subjects are skipped
     assert (tmp_path / "o" / "p00.h5").read_bytes() == before
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["subjects"]["p00"]["status"] == "finished-before" and m["subjects"]["p00"]["rows"] == 3
-    with pytest.raises(UserError, match="seed=5, this run has seed=6"):
+    with pytest.raises(OutputError, match="seed=5, this run has seed=6"):
         run(_cfg(raw, obj, views=1, seed=6), tmp_path / "o", resume=True)
 
     (tmp_path / "obj_empty" / "p07").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"subject p07: no recon records .* run `nvsynth recon` first"):
+    with pytest.raises(RenderError, match=r"subject p07: no recon records .* run `nvsynth recon` first"):
         run(_cfg(raw, tmp_path / "obj_empty"), tmp_path / "x", subjects="p07")
 
 
@@ -251,7 +252,8 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
 
 
 def test_encoded_rows_store_the_same_bytes_as_plain_rows(tmp_path: Path) -> None:
-    from nvsynth.core.h5io import CORE_FIELDS, H5Writer, encode_rows
+    from nvsynth.core.h5io import H5Writer, encode_rows
+    from nvsynth.core.schema import CORE_FIELDS
 
     rng = np.random.default_rng(0)
     n = 5

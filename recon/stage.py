@@ -1,45 +1,38 @@
-"""``nvsynth recon``: one fitted, textured face mesh per MPIIFaceGaze frame.
+"""The recon stage's work on one frame: landmarks -> fit -> visibility -> a saved record.
 
-For every frame: landmarks (:mod:`recon.landmarks`), the fit in the frame's
-calibrated camera (:mod:`recon.fit`), visibility (:mod:`recon.visibility`),
-then a :class:`~recon.record.ReconRecord` at
-``<data.mpii.obj>/<subject>/<dayNN>/<NNNN>.npz`` (written atomically) and,
-with ``--export-obj``, a textured OBJ beside it.
+See docs/design.md ("Recon stage", "Runtime"). For a frame (an annotated
+:class:`~nvsynth.datasets.mpii.Frame` and its calibrated camera):
+landmarks (:mod:`recon.landmarks`), the fit in the frame's calibrated camera
+(:mod:`recon.fit`), visibility (:mod:`recon.visibility`), then a
+:class:`~recon.record.ReconRecord` saved (atomically) at the item's output
+path and, with ``export_obj``, a textured OBJ beside it.
 
-Frames without a usable face or image are skipped and recorded, never fatal.
-Each subject gets a ``manifest.csv`` listing every frame. Re-running skips
-frames whose record exists and loads; ``force`` recomputes them.
-
-Frames are processed in worker processes (``spawn``; each builds its own dlib
-objects and template, nothing mutable is shared) with single-threaded BLAS:
-the fit's small dense solves are far slower with several BLAS threads per
-process.
+A :class:`FrameProcessor` holds what one worker slot needs (the landmark
+backend and the fit model, built inside the worker); :func:`process_frame`
+is the work function an executor of :mod:`nvsynth.runtime.executor` calls
+with it. A frame without a usable face or image gives a ``skipped``
+:class:`FrameOutcome` with the reason, never an error. Which frames to
+process, cached records and the manifest are the runtime's
+(:mod:`nvsynth.runtime.recon_run`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import multiprocessing as mp
-import os
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from nvsynth.core.config import Config
-from nvsynth.core.errors import UserError
-from nvsynth.datasets.mpii import Camera, Frame, Subject, open_subject, select_subjects
+from nvsynth.core.errors import NvsynthError, ReconError
+from nvsynth.datasets.mpii import Camera, Frame
 from nvsynth.recon.export import export_obj
 from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
 from nvsynth.recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
-from nvsynth.recon.record import ReconRecord, record_path
+from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import load_landmark_map, template_from_config
 from nvsynth.recon.visibility import visible_vertices
 
@@ -48,9 +41,6 @@ from nvsynth.recon.visibility import visible_vertices
 MAX_ERROR_FRACTION = 0.25
 #: Standard deviation of grey levels below which the face box is taken to hold no face.
 MIN_FACE_CONTRAST = 4.0
-
-MANIFEST_FIELDS = ("frame_index", "image", "status", "reason", "reprojection_error_px", "detector", "ms")
-BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -161,7 +151,7 @@ class FrameProcessor:
         steps = cfg.recon.subdivide
         self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
 
-    def process(self, task: _Task) -> FrameOutcome:
+    def process(self, task: FrameTask) -> FrameOutcome:
         frame = task.frame
         t0 = time.perf_counter()
 
@@ -201,34 +191,33 @@ class FrameProcessor:
 
 
 @dataclass(frozen=True)
-class _Task:
+class FrameTask:
+    """One work item of the stage: a frame, its camera and where its record goes."""
+
     frame: Frame
     camera: Camera
     out_path: Path
     export_obj: bool
 
 
-_WORKER: FrameProcessor | None = None
-_WORKER_ERROR: str | None = None
+def start_frame_processor(cfg: Config) -> FrameProcessor:
+    """A worker slot's state (the executor's setup, called inside the worker): landmarker and fit model.
 
-
-def _init_worker(cfg_json: str) -> None:
-    # A failing initializer would make the pool respawn workers forever: keep the reason
-    # and report it from the first task instead.
-    global _WORKER, _WORKER_ERROR
+    A failure becomes one :class:`ReconError` naming the cause (the executor
+    reports it from the slot's first item).
+    """
     try:
-        _WORKER = FrameProcessor(Config.model_validate_json(cfg_json))
+        return FrameProcessor(cfg)
+    except NvsynthError:
+        raise  # already one line that names the cause
     except Exception as err:
-        _WORKER_ERROR = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ReconError(f"recon worker could not start: {reason}") from None
 
 
-def _work(task: _Task) -> FrameOutcome:
-    if _WORKER is None:
-        raise UserError(f"recon worker could not start: {_WORKER_ERROR}")
-    return _WORKER.process(task)
-
-
-# --- a run ----------------------------------------------------------------------------------------
+def process_frame(processor: FrameProcessor, task: FrameTask) -> FrameOutcome:
+    """The work function: one frame."""
+    return processor.process(task)
 
 
 def cached_outcome(frame: Frame, path: Path) -> FrameOutcome | None:
@@ -242,115 +231,8 @@ def cached_outcome(frame: Frame, path: Path) -> FrameOutcome | None:
     return FrameOutcome(frame.index, frame.relative_path, "cached", "", rec.reprojection_error_px, rec.detector, 0.0)
 
 
-def write_manifest(path: Path, outcomes: list[FrameOutcome]) -> None:
-    """``manifest.csv``: one row per frame, in annotation order (written atomically)."""
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(MANIFEST_FIELDS)
-    for o in sorted(outcomes, key=lambda o: o.frame_index):
-        err = "" if not np.isfinite(o.reprojection_error_px) else f"{o.reprojection_error_px:.3f}"
-        status = "ok" if o.status == "cached" else o.status
-        reason = "existing record" if o.status == "cached" else o.reason
-        wr.writerow([o.frame_index, o.image, status, reason, err, o.detector, f"{o.ms:.1f}"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="manifest.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def check_backend(detector: str) -> None:
     """Fail early, in one line, when the configured landmark backend cannot run."""
     models_dir()  # dlib's models are needed by both backends
     if detector == "fan":
         check_fan()
-
-
-def _outcomes(tasks: list[_Task], cfg: Config, workers: int) -> Iterator[FrameOutcome]:
-    if not tasks:
-        return
-    saved = {k: os.environ.get(k) for k in BLAS_ENV}
-    for k in BLAS_ENV:
-        os.environ[k] = "1"  # inherited by the spawned workers
-    try:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(cfg.model_dump_json(),)) as pool:
-            yield from pool.imap_unordered(_work, tasks, chunksize=1)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def summarize(outcomes: list[FrameOutcome], wall_s: float) -> str:
-    ok = [o for o in outcomes if o.status in ("ok", "cached")]
-    new = [o for o in outcomes if o.status == "ok"]
-    skipped = [o for o in outcomes if o.status == "skipped"]
-    errs = np.array([o.reprojection_error_px for o in ok], dtype=np.float64)
-    lines = [
-        f"recon: {len(ok)} frames ok ({len(new)} computed, {len(ok) - len(new)} existing), {len(skipped)} skipped",
-    ]
-    if len(errs):
-        lines.append(
-            f"  reprojection error: mean {errs.mean():.2f} px, 95th percentile {np.percentile(errs, 95):.2f} px"
-        )
-    worked = [o for o in outcomes if o.status != "cached"]
-    if worked:
-        per = np.mean([o.ms for o in worked])
-        lines.append(
-            f"  time: {per:.1f} ms per frame in a worker, {wall_s / len(outcomes) * 1e3:.1f} ms per frame wall"
-        )
-    reasons: dict[str, int] = {}
-    for o in skipped:
-        reasons[o.reason] = reasons.get(o.reason, 0) + 1
-    for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  skipped ({n}): {r}")
-    return "\n".join(lines)
-
-
-def run(cfg: Config, subjects: str | None = None, limit: int | None = None, force: bool = False) -> int:
-    """Reconstruct every frame of the chosen subjects; returns the exit code."""
-    raw, obj = cfg.data.mpii.raw, cfg.data.mpii.obj
-    if raw is None:
-        raise UserError("data.mpii.raw is not set: point it at the MPIIFaceGaze folder (holds p00 ... p14)", 2)
-    if obj is None:
-        raise UserError("data.mpii.obj is not set: the folder where recon writes its records", 2)
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1 (got {limit})", 2)
-    names = select_subjects(raw, subjects)
-    opened: list[Subject] = [open_subject(raw, n) for n in names]  # missing Camera.mat: one line naming it
-    template_from_config(cfg)  # missing template offline: one line saying where to put it
-    load_landmark_map(cfg)
-    check_backend(cfg.recon.detector)
-    workers = cfg.recon.workers
-
-    all_outcomes: list[FrameOutcome] = []
-    t_run = time.perf_counter()
-    for subj in opened:
-        frames = subj.frame_list(limit)
-        outcomes: list[FrameOutcome] = []
-        tasks: list[_Task] = []
-        for fr in frames:
-            out = record_path(obj, subj.name, fr.relative_path)
-            cached = None if force else cached_outcome(fr, out)
-            if cached is not None:
-                outcomes.append(cached)
-            else:
-                tasks.append(_Task(fr, subj.calibration.camera, out, cfg.recon.export_obj))
-        with tqdm(total=len(frames), desc=f"recon {subj.name}", unit="frame", initial=len(outcomes)) as bar:
-            for o in _outcomes(tasks, cfg, workers):
-                outcomes.append(o)
-                bar.update(1)
-                if o.status == "skipped":
-                    bar.set_postfix_str(f"skipped {sum(x.status == 'skipped' for x in outcomes)}")
-        write_manifest(Path(obj) / subj.name / "manifest.csv", outcomes)
-        all_outcomes.extend(outcomes)
-    print(summarize(all_outcomes, time.perf_counter() - t_run))
-    ok = sum(o.status in ("ok", "cached") for o in all_outcomes)
-    return 0 if ok > 0 or not all_outcomes else 1

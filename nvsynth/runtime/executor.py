@@ -1,0 +1,212 @@
+"""One executor for every stage: run work items on worker slots, results in item order.
+
+See docs/design.md ("Runtime"). A stage gives two picklable callables:
+
+* ``setup() -> state`` -- builds one slot's state *inside* the slot (a
+  renderer with its GL context, a landmark model). It is never inherited:
+  pool workers are started with 'spawn' or 'forkserver', never 'fork'.
+* ``work(state, item) -> result`` -- a module-level function of the stage.
+
+:meth:`Executor.map` streams the items (an iterable, consumed lazily), keeps
+at most ``slots * in_flight`` of them in flight, and yields the results in
+item order, so the output never depends on the number of slots or on which
+slot ran an item. An exception raised by ``work`` (or by ``setup``, reported
+by the slot's first item) comes back from :meth:`~Executor.map`.
+
+Implementations:
+
+* :class:`InProcessExecutor` -- one slot, this process; ``setup`` runs at the
+  first :meth:`~Executor.map`.
+* :class:`ProcessExecutor` -- ``workers`` processes of a
+  :class:`concurrent.futures.ProcessPoolExecutor`. Each worker ignores SIGINT
+  (the main process decides what an interrupt means), sets ``env`` (e.g.
+  ``LP_NUM_THREADS``, BLAS threads) *before* it unpickles ``setup`` -- that
+  is, before numpy or Mesa load -- then builds its state.
+
+A Ray executor fits the same interface: one actor per slot whose constructor
+calls ``setup()`` (GL context and assets live in the actor), ``map`` sending
+items to the actors with a bounded window and returning results in item
+order (``ray.util.ActorPool.map`` keeps the order).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Items in flight per slot: 2 keeps every worker busy while bounding memory.
+IN_FLIGHT_PER_SLOT = 2
+START_METHODS = ("spawn", "forkserver")
+
+
+class Executor(Protocol):
+    """Runs ``work(state, item)`` for a stream of items on ``slots`` slots, each with its own state."""
+
+    @property
+    def slots(self) -> int: ...
+
+    def start(self) -> None:
+        """Start the slots now (optional; :meth:`map` starts them when needed)."""
+
+    def map(self, work: Callable[[Any, T], R], items: Iterable[T]) -> Iterator[R]:
+        """Results of ``work(state, item)`` in item order."""
+
+    def close(self) -> None:
+        """Stop the slots: items not started are dropped, running ones finish."""
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _Closing:
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class InProcessExecutor(_Closing):
+    """One slot in this process: ``setup()`` at the first :meth:`map`, ``state.close()`` (if any) at :meth:`close`."""
+
+    def __init__(self, setup: Callable[[], Any]) -> None:
+        self._setup = setup
+        self._state: Any = None
+        self._started = False
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def start(self) -> None:
+        """Nothing to start ahead: the state is built at the first :meth:`map`, where it is used."""
+
+    def map(self, work: Callable[[Any, T], R], items: Iterable[T]) -> Iterator[R]:
+        if not self._started:
+            self._state = self._setup()
+            self._started = True
+        for item in items:
+            yield work(self._state, item)
+
+    def close(self) -> None:
+        state, self._state, self._started = self._state, None, False
+        closer = getattr(state, "close", None)
+        if callable(closer):
+            closer()
+
+
+class ProcessExecutor(_Closing):
+    """``workers`` local processes ('spawn' or 'forkserver'), each with the state ``setup()`` builds in it."""
+
+    def __init__(
+        self,
+        setup: Callable[[], Any],
+        workers: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        start_method: str = "spawn",
+        in_flight: int = IN_FLIGHT_PER_SLOT,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS} (a forked GL context is unusable)")
+        self._workers = int(workers)
+        self._depth = max(1, self._workers * int(in_flight))
+        # setup travels pickled and is unpickled by the worker after env is set, so that env reaches
+        # libraries read at import (OpenBLAS, Mesa) whatever setup's pickle imports
+        initargs = (dict(env or {}), pickle.dumps(setup))
+        self._pool = ProcessPoolExecutor(
+            self._workers, mp_context=mp.get_context(start_method), initializer=_start_slot, initargs=initargs
+        )
+        self._closed = False
+
+    @property
+    def slots(self) -> int:
+        return self._workers
+
+    def start(self) -> None:
+        """Start every worker now (its imports then overlap with the caller's planning)."""
+        for _ in range(self._workers):
+            self._pool.submit(os.getpid)
+
+    def map(self, work: Callable[[Any, T], R], items: Iterable[T]) -> Iterator[R]:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(self._pool.submit(_run_item, work, item))
+                if len(pending) >= self._depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:  # the caller stopped early: drop what has not started
+                fut.cancel()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=True, cancel_futures=True)  # at most one item per worker is finishing
+
+
+def make_executor(
+    setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None, isolate: bool = False
+) -> InProcessExecutor | ProcessExecutor:
+    """In-process for one worker, else a process pool; ``isolate`` asks for a worker process even for one
+    (for a stage whose ``env`` must be set before its libraries load)."""
+    if workers <= 1 and not isolate:
+        return InProcessExecutor(setup)
+    return ProcessExecutor(setup, max(1, workers), env=env)
+
+
+# -- inside a worker process ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slot:
+    state: Any
+    error: BaseException | None
+
+
+#: This worker process's slot (set once by the pool's initializer; never set in the main process).
+_SLOT: _Slot | None = None
+
+
+def _start_slot(env: dict[str, str], setup_pickle: bytes) -> None:
+    """Pool initializer: ignore SIGINT, set ``env``, then build the slot's state.
+
+    A failure is kept and raised by every item of this slot (an initializer
+    that raises only breaks the pool, without its message).
+    """
+    global _SLOT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(env)
+    try:
+        _SLOT = _Slot(pickle.loads(setup_pickle)(), None)
+    except Exception as err:
+        _SLOT = _Slot(None, err)
+
+
+def _run_item(work: Callable[[Any, T], R], item: T) -> R:
+    if _SLOT is None:
+        raise RuntimeError("executor slot not started")
+    if _SLOT.error is not None:
+        raise _SLOT.error
+    return work(_SLOT.state, item)
+
+
+__all__ = ["IN_FLIGHT_PER_SLOT", "Executor", "InProcessExecutor", "ProcessExecutor", "make_executor"]

@@ -1,0 +1,160 @@
+"""What a render run will do, decided before anything is written. See docs/design.md ("Runtime").
+
+* Subjects: ``--subjects p00,p03`` (validated against MPIIFaceGaze's subject
+  names), or every subject folder under ``data.mpii.obj`` holding recon records.
+* Sources: a subject's recon records (``<obj>/<subject>/**.npz``) in frame
+  order, the first ``--limit``; only each record's ``frame_index`` is read.
+  Unreadable records become skips; two records with one frame index are an
+  error (the folder mixes two recon runs).
+* Output: an existing final ``<subject>.h5`` is an error without ``--resume``;
+  with it, a final or partial file made with another seed, pattern, view
+  count or configuration is refused (:func:`check_compatible`).
+* File attributes (:func:`file_attrs`, names in :data:`nvsynth.core.schema.FILE_ATTRS`)
+  depend on the configuration but never on the number of workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from nvsynth import __version__
+from nvsynth.core.config import Config
+from nvsynth.core.errors import ConfigError, OutputError, RenderError
+from nvsynth.core.h5io import partial_path
+from nvsynth.core.schema import SKIPS_ATTR
+from nvsynth.datasets.mpii import SUBJECT_RE
+from nvsynth.render.stage import Skip, Source
+
+
+@dataclass(frozen=True)
+class SubjectPlan:
+    """One subject to render: its sources in frame order and the records that could not be read."""
+
+    subject: str
+    sources: tuple[Source, ...]
+    unreadable: tuple[Skip, ...]
+
+
+def list_sources(obj_root: Path, subject: str, limit: int | None = None) -> tuple[list[Source], list[Skip]]:
+    """The subject's recon records in frame order (the first ``limit``), and skips for unreadable ones."""
+    folder = Path(obj_root) / subject
+    paths = sorted(p for p in folder.rglob("*.npz") if not p.name.endswith(".tmp.npz")) if folder.is_dir() else []
+    sources: list[Source] = []
+    bad: list[Skip] = []
+    for p in paths:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                frame = int(z["frame_index"])
+        except (OSError, KeyError, ValueError, EOFError) as err:
+            reason = f"unreadable recon record {p} ({(str(err).splitlines() or [type(err).__name__])[0]})"
+            bad.append(Skip(subject, -1, -1, str(p.relative_to(obj_root)), reason))
+            continue
+        sources.append(Source(p, frame))
+    sources.sort(key=lambda s: (s.frame_index, str(s.path)))
+    for a, b in itertools.pairwise(sources):
+        if a.frame_index == b.frame_index:
+            raise RenderError(f"recon records {a.path} and {b.path} have the same frame index {a.frame_index}")
+    return (sources if limit is None else sources[: max(0, limit)]), bad
+
+
+def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
+    """``--subjects p00,p03`` (validated), or every subject folder that holds recon records."""
+    if wanted:
+        names = [s.strip() for s in wanted.split(",") if s.strip()]
+        for n in names:
+            if not SUBJECT_RE.match(n):
+                raise ConfigError(f"--subjects: '{n}' is not a subject name like p00")
+        return names
+    root = Path(obj_root)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and SUBJECT_RE.match(p.name)) if root.is_dir() else []
+    if not names:
+        raise RenderError(f"no recon records under {root}: run `nvsynth recon` first")
+    return names
+
+
+def run_hash(cfg: Config) -> str:
+    """The config digest that decides whether outputs are compatible (worker count excluded)."""
+    return _canonical(cfg).digest()
+
+
+def _canonical(cfg: Config) -> Config:
+    return cfg.model_copy(update={"render": cfg.render.model_copy(update={"workers": 1})})
+
+
+def file_attrs(cfg: Config, subject: str) -> dict[str, Any]:
+    """The file attributes of a subject's h5, identical for any worker count."""
+    return {
+        "nvsynth_version": __version__,
+        "config_hash": run_hash(cfg),
+        "seed": int(cfg.render.seed),
+        "pattern": cfg.render.pattern,
+        "subject": subject,
+        "views_per_source": int(cfg.render.views),
+        "config_json": json.dumps(_canonical(cfg).model_dump(mode="json"), sort_keys=True),
+    }
+
+
+def read_attrs(path: Path) -> dict[str, Any]:
+    """The file attributes of an h5 file, or ``{}`` when it cannot be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: f.attrs[k] for k in f.attrs}
+    except OSError:
+        return {}
+
+
+def skips_of(attrs: dict[str, Any]) -> list[Skip]:
+    """The skips recorded in a file's attributes."""
+    raw = attrs.get(SKIPS_ATTR)
+    return [Skip.from_json(d) for d in json.loads(raw)] if raw else []
+
+
+def check_compatible(path: Path, want: dict[str, Any]) -> None:
+    """Refuse to resume a file made with another seed, pattern, view count or configuration."""
+    have = read_attrs(path)
+    if not have:
+        return  # unreadable: the writer starts it afresh
+    for key in ("seed", "pattern", "views_per_source", "config_hash"):
+        a, b = have.get(key), want[key]
+        if key in have and str(a) != str(b):
+            raise OutputError(
+                f"{path}: made with {key}={a}, this run has {key}={b}; "
+                "rerun with the same configuration or remove the file"
+            )
+
+
+def plan_subjects(
+    cfg: Config, obj_root: Path, outdir: Path, subjects: str | None, limit: int | None, resume: bool
+) -> tuple[list[SubjectPlan], list[str]]:
+    """The subjects to render with their sources, and those skipped for having no records.
+
+    User mistakes raise here, before anything is written.
+    """
+    plans: list[SubjectPlan] = []
+    empty: list[str] = []
+    for name in select_subjects(obj_root, subjects):
+        sources, bad = list_sources(obj_root, name, limit)
+        if not sources:
+            message = f"subject {name}: no recon records under {obj_root / name}: run `nvsynth recon` first"
+            if subjects:  # named on the command line: an error
+                raise RenderError(message)
+            print(f"nvsynth render: skipping {message}", file=sys.stderr)
+            empty.append(name)
+            continue
+        final = outdir / f"{name}.h5"
+        if final.exists() and not resume:
+            raise OutputError(f"{final} exists: pass --resume to skip finished subjects, or remove it")
+        if resume and (final.exists() or partial_path(final).exists()):
+            check_compatible(final if final.exists() else partial_path(final), file_attrs(cfg, name))
+        plans.append(SubjectPlan(name, tuple(sources), tuple(bad)))
+    if not plans:
+        raise RenderError(f"no recon records under {obj_root}: run `nvsynth recon` first")
+    return plans, empty

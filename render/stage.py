@@ -1,0 +1,315 @@
+"""The render stage's work on one source: recon record -> novel views -> encoded rows.
+
+See docs/design.md ("Render stage", "Runtime"). A :class:`SourceRenderer`
+holds what one worker slot needs (its :class:`~render.gl.FaceRenderer`, whose
+GL context is made in the process that renders, and the background listing);
+:func:`render_item` is the work function an executor of
+:mod:`nvsynth.runtime.executor` calls with it. Per source it
+
+1. loads the record and its source image, normalizes the source
+   (:func:`render.views.normalize_record`);
+2. samples the views (``view_rng(seed, subject, frame, view, STREAM_POSE)``,
+   :func:`render.views.sample_view`) and their appearance
+   (``STREAM_APPEARANCE``, :func:`render.appearance.sample_appearance`), so
+   every draw depends only on (subject, frame, view), never on order or
+   worker count;
+3. builds the mesh and the backdrops, draws every view in the renderer's own
+   compositing pass (:meth:`~render.gl.FaceRenderer.render_composited`),
+   area-resizes to 224 (:func:`render.compose.finish_composited`);
+4. returns the rows of the schema's datasets (:data:`nvsynth.core.schema.FIELDS`)
+   with the images already lzf-encoded (:func:`nvsynth.core.h5io.encode_rows`),
+   so that the writer only copies bytes.
+
+A source that cannot be used (unreadable record or image) and views with no
+pose within ``render.max_pose_deg`` are returned as :class:`Skip` records.
+Nothing here knows about datasets, output folders or the command line.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from nvsynth.core.config import Config
+from nvsynth.core.errors import RenderError
+from nvsynth.core.h5io import encode_rows
+from nvsynth.core.schema import FIELD_BY_NAME
+from nvsynth.core.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
+from nvsynth.recon.record import ReconRecord
+from nvsynth.render.appearance import appearance_columns, sample_appearance
+from nvsynth.render.patterns import Pattern
+from nvsynth.render.views import View, normalize_record, sample_view
+
+
+@dataclass(frozen=True)
+class Source:
+    """One recon record to render, in frame order."""
+
+    path: Path
+    frame_index: int
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One work item of the stage: a subject's source."""
+
+    subject: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A view (``view_index >= 0``) or a whole source (``-1``) that was not rendered, and why."""
+
+    subject: str
+    frame_index: int
+    view_index: int
+    source_file: str
+    reason: str
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        return (self.frame_index, self.view_index, self.source_file)
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as stored in the file attribute ``skipped_views`` and the manifest (field order kept)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Skip:
+        return cls(str(d["subject"]), int(d["frame_index"]), int(d["view_index"]), str(d["source_file"]),
+                   str(d["reason"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """What a worker slot needs to render sources; pickled once per slot."""
+
+    cfg: Config
+    seed: int
+    pattern: Pattern
+    image_root: Path  # the records' ``source_file`` paths are relative to it
+
+
+@dataclass
+class SourceResult:
+    """The rows of one source (view order) and what was skipped."""
+
+    frame_index: int
+    columns: dict[str, Any] | None  # None when no view was rendered
+    skips: list[Skip] = field(default_factory=list)
+    gl_renderer: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, worker side
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.columns is None else len(self.columns["view_index"])
+
+
+@dataclass
+class PreparedSource:
+    """One source ready for the renderer (:meth:`SourceRenderer.prepare`)."""
+
+    frame: int
+    source_file: str
+    image: NDArray[np.uint8]  # the source frame, BGR
+    mesh: Any  # render.mesh.RenderMesh
+    views: list[View]
+    kept: list[int]  # view indices rendered
+    attempts: list[int]
+    params: list[Any]  # render.appearance.AppearanceParams per view
+    backdrops: list[Any]  # render.gl.Backdrop per view
+    skips: list[Skip]
+
+    @property
+    def transforms(self) -> NDArray[np.float64]:
+        return np.stack([vw.transform for vw in self.views])
+
+
+class Laps:
+    """Wall time per named stage: each call charges the time since the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._t
+        self._t = now
+
+
+class SourceRenderer:
+    """Renders sources: one FaceRenderer and one background listing, made in the process that uses them."""
+
+    def __init__(self, spec: RenderSpec, backgrounds: Any) -> None:
+        from nvsynth.render.gl import FaceRenderer
+
+        self.spec = spec
+        self.backgrounds = backgrounds
+        self.renderer = FaceRenderer()
+        self._gl_name = ""
+        self._full: NDArray[np.uint8] | None = None  # render_composited's output, reused from source to source
+
+    @property
+    def gl_renderer(self) -> str:
+        if not self._gl_name:
+            from nvsynth.render.gl import get_context
+
+            self._gl_name = str(get_context().info.get("GL_RENDERER", ""))
+        return self._gl_name
+
+    def close(self) -> None:
+        """Release the renderer's GL objects (the executor calls this when the slot ends)."""
+        self.renderer.release()
+
+    def prepare(self, subject: str, source: Source, lap: Laps | None = None) -> PreparedSource | SourceResult:
+        """Everything of one source up to the GL call: record, image, views, appearance, mesh, backdrops.
+
+        Returns a :class:`SourceResult` without rows when the source is skipped
+        (unreadable record or image, or no view within the pose limit).
+        """
+        from nvsynth.render.compose import backdrops
+        from nvsynth.render.mesh import build_render_mesh
+
+        cfg = self.spec.cfg.render
+        seed = self.spec.seed
+        frame = source.frame_index
+        lap = Laps() if lap is None else lap
+
+        def skip_all(reason: str) -> SourceResult:
+            return SourceResult(frame, None, [Skip(subject, frame, -1, "", reason)])
+
+        try:
+            record = ReconRecord.load(source.path)
+        except (OSError, ValueError) as err:
+            return skip_all(f"unreadable recon record {source.path} ({str(err).splitlines()[0]})")
+        image_path = self.spec.image_root / record.source_file
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            return skip_all(f"source image not found or unreadable: {image_path}")
+        src = normalize_record(record)
+        lap("load")
+
+        views: list[View] = []
+        kept: list[int] = []
+        attempts: list[int] = []
+        skips: list[Skip] = []
+        for v in range(cfg.views):
+            rng = view_rng(seed, subject, frame, v, STREAM_POSE)
+            s = sample_view(src, self.spec.pattern, rng, record.landmarks_3d, cfg.max_pose_deg, cfg.max_attempts)
+            if s.view is None:
+                skips.append(Skip(subject, frame, v, record.source_file, s.reason))
+                continue
+            views.append(s.view)
+            kept.append(v)
+            attempts.append(s.attempts)
+        if not views:
+            return SourceResult(frame, None, skips, self.gl_renderer, lap.seconds)
+
+        app_rngs = [view_rng(seed, subject, frame, v, STREAM_APPEARANCE) for v in kept]
+        params = [sample_appearance(r, cfg, len(self.backgrounds)) for r in app_rngs]
+        lap("sample")
+        mesh = build_render_mesh(record)
+        lap("mesh")
+        looks = backdrops(params, self.backgrounds, self.renderer.size)
+        lap("backdrop")
+        return PreparedSource(
+            frame=frame,
+            source_file=record.source_file,
+            image=image,
+            mesh=mesh,
+            views=views,
+            kept=kept,
+            attempts=attempts,
+            params=params,
+            backdrops=looks,
+            skips=skips,
+        )
+
+    def render_prepared(self, prep: PreparedSource) -> NDArray[np.uint8]:
+        """The GL call alone: the source's views composited over their backdrops at render size.
+
+        The result is a view into this renderer's buffer, valid until its next call.
+        """
+        n, S = len(prep.views), self.renderer.size
+        if self._full is None or len(self._full) < n:
+            self._full = np.empty((n, S, S, 4), dtype=np.uint8)
+        return self.renderer.render_composited(
+            prep.image, prep.mesh, prep.transforms, [p.light for p in prep.params], prep.backdrops, out=self._full[:n]
+        )
+
+    def render_source(self, subject: str, source: Source) -> SourceResult:
+        """The rows of one source, in view order (:data:`nvsynth.core.schema.FIELDS`)."""
+        from nvsynth.render.compose import finish_composited
+
+        lap = Laps()
+        prep = self.prepare(subject, source, lap)
+        if isinstance(prep, SourceResult):
+            return prep
+        # composited in the renderer's pass (background, darkening), then area-resized to 224
+        full = self.render_prepared(prep)
+        lap("render")
+        patches, masks = finish_composited(full)
+        lap("compose")
+        # compressed here, in the worker, so that the writer only copies bytes
+        patch_rows = encode_rows(FIELD_BY_NAME["face_patch"], patches)
+        mask_rows = encode_rows(FIELD_BY_NAME["face_mask"], masks)
+        lap("encode")
+        views = prep.views
+        n = len(views)
+        columns: dict[str, Any] = {
+            "face_patch": patch_rows,
+            "face_mask": mask_rows,
+            "face_gaze": np.array([vw.face_gaze for vw in views], dtype=np.float32),
+            "face_head_pose": np.array([vw.face_head_pose for vw in views], dtype=np.float32),
+            "rotation_matrix": np.array([vw.rotation_matrix for vw in views], dtype=np.float32),
+            "face_mat_norm": np.array([vw.face_mat_norm for vw in views], dtype=np.float32),
+            "landmarks_norm": np.array([vw.landmarks_norm for vw in views], dtype=np.float32),
+            "frame_index": np.full(n, prep.frame, dtype=np.int32),
+            "source_file": [prep.source_file] * n,
+            "target_pose": np.array([vw.target for vw in views], dtype=np.float32),
+            "view_index": np.array(prep.kept, dtype=np.int32),
+            "pose_attempts": np.array(prep.attempts, dtype=np.int32),
+            **appearance_columns(prep.params),
+        }
+        return SourceResult(prep.frame, columns, prep.skips, self.gl_renderer, lap.seconds)
+
+
+def start_source_renderer(spec: RenderSpec, backgrounds: Any) -> SourceRenderer:
+    """A worker slot's state (the executor's setup, called inside the worker): its renderer.
+
+    A failure becomes one :class:`RenderError` naming the cause (the executor
+    reports it from the slot's first item).
+    """
+    try:
+        return SourceRenderer(spec, backgrounds)
+    except RenderError:
+        raise
+    except Exception as err:
+        raise RenderError(f"render worker could not start ({type(err).__name__}: {err})") from None
+
+
+def render_item(renderer: SourceRenderer, item: SourceItem) -> SourceResult:
+    """The work function: one source of one subject."""
+    return renderer.render_source(item.subject, item.source)
+
+
+__all__ = [
+    "Laps",
+    "PreparedSource",
+    "RenderSpec",
+    "Skip",
+    "Source",
+    "SourceItem",
+    "SourceRenderer",
+    "SourceResult",
+    "render_item",
+    "start_source_renderer",
+]
