@@ -45,3 +45,21 @@ def _offline_assets(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("NVSYNTH_FACE_TEMPLATE", str(d / "assets" / "canonical_face_model.obj"))
     if "NVSYNTH_TARGETS_DIR" not in os.environ and (d / "targets").is_dir():
         monkeypatch.setenv("NVSYNTH_TARGETS_DIR", str(d / "targets"))
+
+
+@pytest.fixture(scope="module")
+def template(template_path: Path):  # -> nvsynth.recon.template.FaceTemplate
+    """The canonical face mesh, loaded once per test module."""
+    from nvsynth.recon.template import load_template
+
+    return load_template(template_path)
+
+
+@pytest.fixture(scope="module")
+def renderer():  # -> nvsynth.render.gl.FaceRenderer
+    """One real renderer (EGL context) per test module, released afterwards."""
+    from nvsynth.render.gl import FaceRenderer
+
+    r = FaceRenderer()
+    yield r
+    r.release()

@@ -14,14 +14,6 @@ from nvsynth.render.camera import Camera
 from nvsynth.render.gl import FaceRenderer, clip_to_pixels, projection_matrix
 from nvsynth.render.mesh import RenderMesh
 
-
-@pytest.fixture(scope="module")
-def renderer() -> FaceRenderer:
-    r = FaceRenderer()
-    yield r
-    r.release()
-
-
 # -- projection ------------------------------------------------------------------
 
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 from render_scenes import frontal_template, id_mesh, turn_about
 
 from nvsynth.core import geometry
 from nvsynth.core.errors import RenderError
-from nvsynth.recon.template import FaceTemplate, load_template
+from nvsynth.recon.template import FaceTemplate
 from nvsynth.render.gl import FaceRenderer
 from nvsynth.render.mesh import RenderMesh
-
-
-@pytest.fixture(scope="module")
-def template(template_path: Path) -> FaceTemplate:
-    return load_template(template_path)
 
 
 def _render_pickled(args: tuple[FaceRenderer, np.ndarray, RenderMesh, np.ndarray]) -> tuple[int, bytes]:

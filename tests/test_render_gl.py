@@ -15,31 +15,16 @@ render meshes of turned heads (test_render_mesh.py).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 from render_scenes import CENTRE, K_NORM, S, decode_ids, frontal_template, id_mesh, pixel_depths, transform, turn_about
 
 from nvsynth.core import geometry
-from nvsynth.recon.template import FaceTemplate, load_template
+from nvsynth.recon.template import FaceTemplate
 from nvsynth.render.appearance import Light
 from nvsynth.render.gl import FaceRenderer
 from nvsynth.render.mesh import RenderMesh
-
-
-@pytest.fixture(scope="module")
-def template(template_path: Path) -> FaceTemplate:
-    return load_template(template_path)
-
-
-@pytest.fixture(scope="module")
-def renderer() -> FaceRenderer:
-    r = FaceRenderer()
-    yield r
-    r.release()
-
 
 # -- (a) mask centroid and extent ---------------------------------------------------
 

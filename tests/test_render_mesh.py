@@ -18,7 +18,7 @@ from render_scenes import CENTRE, K_NORM, decode_ids, id_mesh, transform, turn_a
 
 from nvsynth.core import geometry, ibug68
 from nvsynth.recon.record import ReconRecord
-from nvsynth.recon.template import FaceTemplate, load_template
+from nvsynth.recon.template import FaceTemplate
 from nvsynth.render.gl import FaceRenderer
 from nvsynth.render.mesh import (
     KIND_FALLBACK,
@@ -28,19 +28,6 @@ from nvsynth.render.mesh import (
     footprints_seen,
     occlusion_visible,
 )
-
-
-@pytest.fixture(scope="module")
-def template(template_path: Path) -> FaceTemplate:
-    return load_template(template_path)
-
-
-@pytest.fixture(scope="module")
-def renderer() -> FaceRenderer:
-    r = FaceRenderer()
-    yield r
-    r.release()
-
 
 SOURCE_K = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
 GREEN = (0, 255, 0)

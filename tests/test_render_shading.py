@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
 from render_scenes import frontal_template
 
-from nvsynth.recon.template import FaceTemplate, load_template
+from nvsynth.recon.template import FaceTemplate
 from nvsynth.render.appearance import Light
 from nvsynth.render.gl import FaceRenderer
 from nvsynth.render.mesh import RenderMesh, vertex_normals
 from nvsynth.render.shading import light_uniforms
-
-
-@pytest.fixture(scope="module")
-def template(template_path: Path) -> FaceTemplate:
-    return load_template(template_path)
-
-
-@pytest.fixture(scope="module")
-def renderer() -> FaceRenderer:
-    r = FaceRenderer()
-    yield r
-    r.release()
 
 
 def test_light_uniforms_are_a_unit_direction_with_ambient_and_a_bgr_colour() -> None:
