@@ -39,6 +39,7 @@ from nvsynth.datasets.mpii import Camera, Frame, Subject, open_subject, select_s
 from nvsynth.recon.export import export_obj
 from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
 from nvsynth.recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
+from nvsynth.recon.mediapipe import check_mediapipe, dense_record_fields
 from nvsynth.recon.record import ReconRecord, record_path
 from nvsynth.recon.template import load_landmark_map, template_from_config
 from nvsynth.recon.visibility import visible_vertices
@@ -149,6 +150,7 @@ def make_record(
         annotation_rvec=np.asarray(annotation_rvec, dtype=np.float64).reshape(3),
         annotation_tvec=np.asarray(annotation_tvec, dtype=np.float64).reshape(3),
         gaze_target=np.asarray(gaze_target, dtype=np.float64).reshape(3),
+        **dense_record_fields(lms, fit.vertices, camera.matrix, camera.dist_coeffs),  # type: ignore[arg-type]
     )
 
 
@@ -157,7 +159,7 @@ class FrameProcessor:
 
     def __init__(self, cfg: Config) -> None:
         self.model = FitModel(template_from_config(cfg), load_landmark_map(cfg))
-        self.landmarker = make_landmarker(cfg.recon.detector)
+        self.landmarker = make_landmarker(cfg.recon.detector, cfg)
         steps = cfg.recon.subdivide
         self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
 
@@ -263,11 +265,13 @@ def write_manifest(path: Path, outcomes: list[FrameOutcome]) -> None:
             os.unlink(tmp)
 
 
-def check_backend(detector: str) -> None:
+def check_backend(detector: str, cfg: Config | None = None) -> None:
     """Fail early, in one line, when the configured landmark backend cannot run."""
-    models_dir()  # dlib's models are needed by both backends
+    models_dir()  # dlib's models are needed by all backends (detection where frames lack six points)
     if detector == "fan":
         check_fan()
+    if detector == "mediapipe":
+        check_mediapipe(cfg if cfg is not None else Config())
 
 
 def _outcomes(tasks: list[_Task], cfg: Config, workers: int) -> Iterator[FrameOutcome]:
@@ -327,7 +331,7 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
     opened: list[Subject] = [open_subject(raw, n) for n in names]  # missing Camera.mat: one line naming it
     template_from_config(cfg)  # missing template offline: one line saying where to put it
     load_landmark_map(cfg)
-    check_backend(cfg.recon.detector)
+    check_backend(cfg.recon.detector, cfg)
     workers = cfg.recon.workers
 
     all_outcomes: list[FrameOutcome] = []
