@@ -10,6 +10,12 @@ annotation path is also timed with the consensus forced on every frame (the
 cost on a hard, turned face). Then the fit (PnP, scale, deformation) and the
 rest of a record (visibility, uv).
 
+The dense backend (``recon.detector: mediapipe``, one LiteRT thread, as in a
+worker): Face Mesh in the six-point crop (crop + inference + mapping back), the
+Iris model on both eyes, and the whole landmarker call. It needs the two model
+files (``assets.*`` or ``$NVSYNTH_FACE_LANDMARK_MODEL`` /
+``$NVSYNTH_IRIS_LANDMARK_MODEL``); ``--no-dense`` skips it.
+
 Figures are CPU milliseconds of this process (BLAS limited to one thread,
 as in recon's workers) and wall milliseconds; the median over all repeats.
 
@@ -37,6 +43,7 @@ from nvsynth.core.config import load_config  # noqa: E402
 from nvsynth.datasets.mpii import open_subject  # noqa: E402
 from nvsynth.recon.fit import FitModel, fit_landmarks  # noqa: E402
 from nvsynth.recon.landmarks import DlibLandmarker  # noqa: E402
+from nvsynth.recon.mediapipe import MediaPipeLandmarker, Roi  # noqa: E402
 from nvsynth.recon.template import load_landmark_map, template_from_config  # noqa: E402
 from nvsynth.recon.visibility import visible_vertices  # noqa: E402
 
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subject", default="p00")
     ap.add_argument("--frames", type=int, default=20, help="at most this many frames")
     ap.add_argument("--repeats", type=int, default=5, help="passes over the frames")
+    ap.add_argument("--no-dense", action="store_true", help="skip the mediapipe backend")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
@@ -110,7 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (five-box consensus needed on {consensus} of {len(frames) * args.repeats} frames)")
     if missed:
         print(f"  (HOG found no face {missed} times)")
+    if not args.no_dense:
+        bench_dense(MediaPipeLandmarker.from_config(cfg), frames, images, args.repeats)
     return 0
+
+
+def bench_dense(dense: MediaPipeLandmarker, frames, images, repeats: int) -> None:
+    """Face Mesh, Iris (both eyes) and the whole mediapipe landmarker call, per frame."""
+    dense.load()
+    t_face, t_iris, t_call = Clock(), Clock(), Clock()
+    for _ in range(repeats):
+        for fr, img in zip(frames, images, strict=True):
+            mesh = t_face(dense.face_mesh, img, Roi.from_six(fr.landmarks_6))
+            t_iris(dense.irises, img, mesh.points)
+            t_call(dense, img, fr.landmarks_6)
+    print(f"  {'mediapipe backend (one LiteRT thread)':<44} {'CPU ms':>8} {'wall ms':>8}")
+    print(t_face.row("face mesh, six-point crop (target ~5)"))
+    print(t_iris.row("iris, both eyes (target ~5)"))
+    print(t_call.row("landmarker call (mesh + iris + 68 points)"))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ Backends
 * ``fan`` (extra ``nvsynth[fan]``): the 2D face-alignment network of Bulat
   and Tzimiropoulos (``face-alignment``), imported lazily, with weights from
   torch hub's ``checkpoints`` folder.
+* ``mediapipe``: MediaPipe Face Mesh (468 points) and Iris, run with LiteRT
+  (:mod:`recon.mediapipe`); its 68 points are mesh vertices picked by the
+  landmark map, and the result also carries the dense points and both irises.
 
 Where the predictor is unstable (its mirror results disagree) its result is
 the trimmed consensus of five jittered boxes (see ``TTA_UNSTABLE``).
@@ -27,13 +30,19 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import ibug68
+from nvsynth.core.config import Config
 from nvsynth.core.errors import AssetError, ConfigError, DatasetError, ReconError
+from nvsynth.recon.eyes import Irises
+
+if TYPE_CHECKING:
+    from nvsynth.recon.mediapipe import MediaPipeLandmarker
 
 #: Face-box rule from six landmarks, fitted to dlib HOG boxes on four real faces by
 #: ``scripts/measure_landmark_map.py --box``: side = A * |eyes-mouth| + B * |outer eye corners|,
@@ -106,12 +115,22 @@ class Box:
 
 @dataclass(frozen=True)
 class Landmarks:
-    """68 points (iBUG order, source pixels), the box they were found in, and how."""
+    """68 points (iBUG order, source pixels), the box they were found in, and how.
+
+    Dense backends (``mediapipe``) also fill ``dense``: the 468 canonical-mesh
+    points, x and y in source pixels (distorted, like ``points``) and z the
+    relative depth in the same pixel scale (smaller is nearer the camera);
+    ``presence``: the face-presence probability; ``irises``: both eyes' iris
+    and eye-contour points. The 68 ``points`` are then ``dense[landmark_map, :2]``.
+    """
 
     points: NDArray[np.float64]  # (68, 2)
     box: Box
-    detector: str  # e.g. "dlib/annotation", "dlib/hog", "dlib/cnn", "fan/annotation"
+    detector: str  # e.g. "dlib/annotation", "dlib/hog", "dlib/cnn", "fan/annotation", "mediapipe/annotation"
     boxes: int = 1  # face boxes the predictor ran in (5 where the box-jitter consensus was needed)
+    dense: NDArray[np.float64] | None = None  # (468, 3)
+    presence: float | None = None
+    irises: Irises | None = None
 
 
 def models_dir() -> Path:
@@ -397,10 +416,18 @@ class FanLandmarker:
         return Landmarks(pts, box, f"{self.name}/{source}")
 
 
-def make_landmarker(detector: str) -> DlibLandmarker | FanLandmarker:
-    """The landmark backend named by ``recon.detector``."""
+def make_landmarker(detector: str, cfg: Config | None = None) -> DlibLandmarker | FanLandmarker | MediaPipeLandmarker:
+    """The landmark backend named by ``recon.detector``.
+
+    ``cfg`` gives the ``mediapipe`` backend its model files (``assets.*``), landmark
+    map and ``recon.min_face_presence``; without it the defaults apply.
+    """
     if detector == "dlib":
         return DlibLandmarker()
     if detector == "fan":
         return FanLandmarker()
-    raise ConfigError(f"recon.detector: unknown backend '{detector}' (use dlib or fan)")
+    if detector == "mediapipe":
+        from nvsynth.recon.mediapipe import MediaPipeLandmarker
+
+        return MediaPipeLandmarker.from_config(cfg if cfg is not None else Config())
+    raise ConfigError(f"recon.detector: unknown backend '{detector}' (use dlib, fan or mediapipe)")

@@ -17,6 +17,9 @@ from numpy.typing import NDArray
 
 from nvsynth.core.atomic import atomic_path
 
+#: Fields older records lack (written only by dense landmark backends).
+OPTIONAL_FIELDS = ("dense_2d", "face_presence", "eye_contour_2d", "iris_2d", "iris_radius_px", "iris_3d")
+
 
 @dataclass(frozen=True)
 class ReconRecord:
@@ -44,27 +47,39 @@ class ReconRecord:
     annotation_rvec: NDArray[np.float64]  # (3,) annotated head pose (MPIIGaze 6-point model)
     annotation_tvec: NDArray[np.float64]  # (3,)
     gaze_target: NDArray[np.float64]  # (3,) camera mm
+    # -- dense backends only (recon.detector: mediapipe); None otherwise and in older records ----------
+    dense_2d: NDArray[np.float32] | None = None  # (468, 3) mesh points: x, y source pixels, z relative depth px
+    face_presence: float | None = None  # MediaPipe face-presence probability
+    eye_contour_2d: NDArray[np.float32] | None = None  # (2, 71, 2) MediaPipe Iris eye contours, source pixels
+    iris_2d: NDArray[np.float32] | None = None  # (2, 5, 2) iris centre + 4 boundary points, source pixels
+    iris_radius_px: NDArray[np.float32] | None = None  # (2,)
+    iris_3d: NDArray[np.float32] | None = None  # (2, 3) iris centres on the fitted eyelid planes, camera mm
 
     def save(self, path: Path) -> Path:
         """Write atomically (:func:`nvsynth.core.atomic.atomic_path`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
         with atomic_path(path) as tmp:  # keeps the .npz suffix, so np.savez adds none
             np.savez(tmp, **arrays)
         return path
 
     @classmethod
     def load(cls, path: Path) -> ReconRecord:
-        """Read a record; raises ``ValueError`` if a key is missing or malformed."""
+        """Read a record; raises ``ValueError`` if a required key is missing or malformed.
+
+        The dense fields (``dense_2d`` ... ``iris_3d``) are optional: ``None`` when absent.
+        """
         with np.load(path, allow_pickle=False) as z:
-            missing = [f.name for f in fields(cls) if f.name not in z.files]
+            missing = [f.name for f in fields(cls) if f.name not in z.files and f.name not in OPTIONAL_FIELDS]
             if missing:
                 raise ValueError(f"{path}: missing keys {missing}")
             kw = {}
             for f in fields(cls):
+                if f.name not in z.files:
+                    continue
                 v = z[f.name]
-                if f.name in ("reprojection_error_px",):
+                if f.name in ("reprojection_error_px", "face_presence"):
                     kw[f.name] = float(v)
                 elif f.name == "frame_index":
                     kw[f.name] = int(v)

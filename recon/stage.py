@@ -32,6 +32,7 @@ from nvsynth.datasets.mpii import Camera, Frame
 from nvsynth.recon.export import export_obj
 from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
 from nvsynth.recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
+from nvsynth.recon.mediapipe import check_mediapipe, dense_record_fields
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import load_landmark_map, template_from_config
 from nvsynth.recon.visibility import visible_vertices
@@ -139,6 +140,7 @@ def make_record(
         annotation_rvec=np.asarray(annotation_rvec, dtype=np.float64).reshape(3),
         annotation_tvec=np.asarray(annotation_tvec, dtype=np.float64).reshape(3),
         gaze_target=np.asarray(gaze_target, dtype=np.float64).reshape(3),
+        **dense_record_fields(lms, fit.vertices, camera.matrix, camera.dist_coeffs),  # type: ignore[arg-type]
     )
 
 
@@ -147,7 +149,7 @@ class FrameProcessor:
 
     def __init__(self, cfg: Config) -> None:
         self.model = FitModel(template_from_config(cfg), load_landmark_map(cfg))
-        self.landmarker = make_landmarker(cfg.recon.detector)
+        self.landmarker = make_landmarker(cfg.recon.detector, cfg)
         steps = cfg.recon.subdivide
         self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
 
@@ -231,8 +233,10 @@ def cached_outcome(frame: Frame, path: Path) -> FrameOutcome | None:
     return FrameOutcome(frame.index, frame.relative_path, "cached", "", rec.reprojection_error_px, rec.detector, 0.0)
 
 
-def check_backend(detector: str) -> None:
+def check_backend(detector: str, cfg: Config | None = None) -> None:
     """Fail early, in one line, when the configured landmark backend cannot run."""
-    models_dir()  # dlib's models are needed by both backends
+    models_dir()  # dlib's models are needed by all backends (detection where frames lack six points)
     if detector == "fan":
         check_fan()
+    if detector == "mediapipe":
+        check_mediapipe(cfg if cfg is not None else Config())

@@ -44,7 +44,9 @@ class AssetsConfig(_Section):
 
 
 class ReconConfig(_Section):
-    detector: Literal["dlib", "fan"] = "dlib"
+    detector: Literal["dlib", "fan", "mediapipe"] = "dlib"
+    # mediapipe: frames whose face-presence probability is below this are skipped (no face)
+    min_face_presence: float = Field(0.5, ge=0.0, le=1.0)
     workers: int = Field(1, ge=1)
     subdivide: int = Field(0, ge=0, le=2)  # Loop-style subdivision steps of the template
     export_obj: bool = False

@@ -88,7 +88,7 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
     opened: list[Subject] = [open_subject(raw, n) for n in names]  # missing Camera.mat: one line naming it
     template_from_config(cfg)  # missing template offline: one line saying where to put it
     load_landmark_map(cfg)
-    check_backend(cfg.recon.detector)
+    check_backend(cfg.recon.detector, cfg)
 
     all_outcomes: list[FrameOutcome] = []
     t_run = time.perf_counter()
