@@ -30,8 +30,9 @@ from nvsynth.core.config import Config
 from nvsynth.core.errors import NvsynthError, ReconError
 from nvsynth.datasets.mpii import Camera, Frame
 from nvsynth.recon.export import export_obj
+from nvsynth.recon.fan import check_fan
 from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
-from nvsynth.recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
+from nvsynth.recon.landmarks import Landmarks, NoFaceError, make_landmarker, models_dir
 from nvsynth.recon.mediapipe import check_mediapipe, dense_record_fields
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import load_landmark_map, template_from_config
