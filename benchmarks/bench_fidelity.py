@@ -58,7 +58,7 @@ def report(title: str, scores: list[score.RowScore], specs: list[run.Spec]) -> N
     print(f"\n{title}")
     print(
         f"  {'subject':<16} {'rows':>4} | novel med  p90 | source med  p90 | bg share novel  src"
-        " | oracle med  p90 | mask IoU | repro"
+        " | oracle med  p90 | mask IoU | repro | ann/true depth | mesh dz rms mm"
     )
     groups = [(f"{sp.subject} {sp.portrait}", [s for s in scores if s.subject == sp.subject]) for sp in specs]
     groups.append(("all", scores))
@@ -70,7 +70,7 @@ def report(title: str, scores: list[score.RowScore], specs: list[run.Spec]) -> N
             f"  {label:<16} {both.rows:4d} |     {fmt(novel)} |      {fmt(src)} |"
             f"      {100 * novel.background_share:5.1f}% {100 * src.background_share:4.1f}%"
             f" |      {both.oracle_median:5.2f} {both.oracle_p90:5.2f} |   {both.mask_iou:5.3f}"
-            f" | {both.repro:5.2f}"
+            f" | {both.repro:5.2f} |          {both.depth_scale:5.3f} | {src.mesh_dz_mm:+7.1f} {src.mesh_rms_mm:4.1f}"
         )
     for pattern in sorted({s.pattern for s in scores}):
         p = score.summarize([s for s in scores if s.pattern == pattern])
@@ -128,7 +128,6 @@ def main() -> None:
     path = sheet.contact_sheet(
         sorted(scores, key=lambda s: (s.subject in held_ids, s.subject, s.pattern != "source", s.pattern)),
         args.sheet or root / "contact_sheet.png",
-        limit=4 * len(every),
     )
     print(f"\ncontact sheet: {path}")
     print("timing (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))

@@ -36,9 +36,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from nvsynth.core.geometry import project
+from nvsynth.core.geometry import FACE_MODEL_6, project
 from nvsynth.recon.fit import FitModel, fit_landmarks, subdivision
-from nvsynth.recon.landmarks import DlibLandmarker, read_pts
+from nvsynth.recon.landmarks import IBUG_SIX, DlibLandmarker, read_pts
 from nvsynth.recon.template import FaceTemplate, load_landmark_map, load_template
 from nvsynth.recon.visibility import visible_vertices
 
@@ -72,6 +72,7 @@ class TrueHead:
     uv: NDArray[np.float64]  # (V, 2) texture coordinates, pixels of ``texture``
     texture: NDArray[np.uint8]  # BGR
     landmark_vertices: NDArray[np.int64]  # (68,) vertex of each iBUG landmark (the landmark map)
+    annotation_points: NDArray[np.float64]  # (6, 3) head frame: where the annotation's six points are
     displacement_mm: float  # RMS distance to the similarity-aligned template (shape change)
 
 
@@ -199,16 +200,34 @@ def deform(
     return Y, params
 
 
-def similarity_rms(A: NDArray[np.float64], B: NDArray[np.float64]) -> float:
-    """RMS distance (mm) between point sets after the best similarity transform of ``B`` onto ``A`` (Umeyama)."""
+def similarity(A: NDArray[np.float64], B: NDArray[np.float64]) -> tuple[float, NDArray[np.float64], NDArray]:
+    """(s, R, t) minimising |s R B + t - A| over point sets (N, 3) (Umeyama 1991)."""
     ma, mb = A.mean(axis=0), B.mean(axis=0)
     a, b = A - ma, B - mb
     U, S, Vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(U @ Vt))
-    D = np.diag([1.0, 1.0, d])
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
     R = U @ D @ Vt
-    scale = float(np.trace(np.diag(S) @ D) / np.sum(b * b))
-    return float(np.sqrt(np.mean(np.sum((a - scale * b @ R.T) ** 2, axis=1))))
+    s = float(np.trace(np.diag(S) @ D) / np.sum(b * b))
+    return s, R, ma - s * R @ mb
+
+
+def similarity_rms(A: NDArray[np.float64], B: NDArray[np.float64]) -> float:
+    """RMS distance (mm) between point sets after the best similarity transform of ``B`` onto ``A``."""
+    s, R, t = similarity(A, B)
+    return float(np.sqrt(np.mean(np.sum((A - (s * B @ R.T + t)) ** 2, axis=1))))
+
+
+def annotation_points(vertices: NDArray[np.float64], landmark_vertices: NDArray[np.int64]) -> NDArray[np.float64]:
+    """The head's six annotation points (head frame, mm): the MPIIGaze model placed on its six landmark vertices.
+
+    MPIIFaceGaze's six points follow the landmark definition its generic model is the mean
+    shape of, so the annotation sees a head's size and pose but the model's proportions:
+    the model is fitted to the head's eye- and mouth-corner vertices by a similarity
+    transform (scale = the head's size relative to the model).
+    """
+    P = np.asarray(vertices, np.float64)[np.asarray(landmark_vertices)[list(IBUG_SIX)]]
+    s, R, t = similarity(P, FACE_MODEL_6)
+    return s * FACE_MODEL_6 @ R.T + t
 
 
 def build_true_head(
@@ -231,6 +250,7 @@ def build_true_head(
         uv=uv,
         texture=portrait.image,
         landmark_vertices=lm,
+        annotation_points=annotation_points(Y, lm),
         displacement_mm=rms,
     )
     return head, {**params, "rms_vs_template_mm": rms}

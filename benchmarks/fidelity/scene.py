@@ -9,8 +9,10 @@ the calibration's lens model through cv2 maps (as ``scripts/make_sample.py``
 does) and saved as JPEG (quality 95).
 
 The annotation is made the MPIIFaceGaze way: the six points (eye corners,
-mouth corners) are the true mesh's landmark vertices projected with the
-distortion and rounded to whole pixels as in MPIIFaceGaze; the head pose is PnP
+mouth corners) are the head's annotation points
+(:func:`.heads.annotation_points`: the MPIIGaze model placed on its eye- and
+mouth-corner vertices) projected with the distortion and rounded to whole
+pixels as in MPIIFaceGaze; the head pose is PnP
 on the MPIIGaze six-point model with the distortion
 (:func:`nvsynth.core.geometry.estimate_head_pose`); the face centre is that
 pose's; the gaze target is a random point on a screen below the camera.
@@ -33,7 +35,6 @@ import scipy.io
 from numpy.typing import NDArray
 
 from nvsynth.core.geometry import estimate_head_pose, head_rotation_from_pitchyaw
-from nvsynth.recon.landmarks import IBUG_SIX
 from nvsynth.recon.meshops import vertex_normals
 from nvsynth.render.gl import FaceRenderer
 from nvsynth.render.mesh import RenderMesh
@@ -63,7 +64,11 @@ class TruthSubject:
     files: list[str]  # "dayNN/NNNN.jpg" per frame
 
     def camera_vertices(self, frame: int) -> NDArray[np.float64]:
-        return self.head.vertices @ self.rotations[frame].T + self.translations[frame]
+        return self.to_camera(self.head.vertices, frame)
+
+    def to_camera(self, points: NDArray[np.float64], frame: int) -> NDArray[np.float64]:
+        """Head-frame points (N, 3) into frame ``frame``'s camera (mm)."""
+        return np.asarray(points, np.float64) @ self.rotations[frame].T + self.translations[frame]
 
 
 def rot_z(a: float) -> NDArray[np.float64]:
@@ -192,18 +197,18 @@ def write_subject(
     write_calibration(sdir)
     own = renderer is None
     fr = renderer or FrameRenderer()
-    six = head.landmark_vertices[list(IBUG_SIX)]
+    six = head.annotation_points
     rotations, translations, files, lines = [], [], [], []
     try:
         for i in range(frames):
             R, centre, _ = sample_pose(rng)
-            t = centre - R @ head.vertices[six].mean(axis=0)
+            t = centre - R @ six.mean(axis=0)
             verts = head.vertices @ R.T + t
             frame, cover = fr.render(head, verts, background(rng))
             rel = f"day01/{i + 1:04d}.jpg"
             cv2.imwrite(str(sdir / rel), frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             cv2.imwrite(str(tdir / f"{i + 1:04d}.png"), cover)
-            pts6 = np.round(project_distorted(verts[six]))
+            pts6 = np.round(project_distorted(six @ R.T + t))
             pose = estimate_head_pose(pts6, CAMERA, DIST)
             gaze_px = rng.uniform([0, 0], SCREEN_PX)
             target = screen_to_camera(gaze_px)
@@ -235,6 +240,7 @@ def save_truth(path: Path, t: TruthSubject) -> None:
         uv=h.uv,
         texture=h.texture,
         landmark_vertices=h.landmark_vertices,
+        annotation_points=h.annotation_points,
         displacement_mm=h.displacement_mm,
         rotations=t.rotations,
         translations=t.translations,
@@ -252,6 +258,7 @@ def load_truth(path: Path) -> TruthSubject:
             uv=z["uv"],
             texture=z["texture"],
             landmark_vertices=z["landmark_vertices"],
+            annotation_points=z["annotation_points"],
             displacement_mm=float(z["displacement_mm"]),
         )
         return TruthSubject(str(z["subject"]), head, z["rotations"], z["translations"], [str(f) for f in z["files"]])

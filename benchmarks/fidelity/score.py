@@ -13,7 +13,7 @@ in the normalized camera (focal 960, 448 px, area-reduced to 224).
 
 The labelled truth. Every label of a row is measured from the annotation's
 face centre, which a generic six-point model puts at a depth other than the
-true face's (here 3-14 % nearer). One image cannot tell a head from a larger
+true face's. One image cannot tell a head from a larger
 one farther away, so the truth a perfect recon could reach, and the one the
 labels describe, is the true mesh scaled about the camera centre by
 k = (fc . c) / |c|^2, c the mean of its six landmark vertices
@@ -59,9 +59,9 @@ from numpy.typing import NDArray
 
 from nvsynth.core import geometry
 from nvsynth.datasets.mpii import Frame, Subject, open_subject
-from nvsynth.recon.landmarks import IBUG_SIX
 from nvsynth.recon.meshops import vertex_normals
 from nvsynth.recon.record import ReconRecord, record_path
+from nvsynth.recon.template import N_VERTICES
 from nvsynth.recon.visibility import visible_vertices
 from nvsynth.render.gl import FaceRenderer, RenderBatch
 from nvsynth.render.mesh import RenderMesh, build_render_mesh, face_region_distance
@@ -95,11 +95,10 @@ def to_patches(batch: RenderBatch) -> tuple[NDArray[np.uint8], NDArray[np.bool_]
 def labelled_scale(truth: TruthSubject, frame: Frame) -> float:
     """k that puts the true face centre at the annotation's depth: k c = fc projected on c's ray.
 
-    c is the mean of the true mesh's six landmark vertices (eye and mouth corners), the
-    counterpart of the annotation's face centre fc (the mean of the six model points).
+    c is the true face centre by the annotation's own definition: the mean of the head's
+    six annotation points (:func:`.heads.annotation_points`).
     """
-    verts = truth.camera_vertices(frame.index)
-    c = verts[truth.head.landmark_vertices[list(IBUG_SIX)]].mean(axis=0)
+    c = truth.to_camera(truth.head.annotation_points, frame.index).mean(axis=0)
     return float(frame.head_pose.face_center() @ c / (c @ c))
 
 
@@ -153,6 +152,18 @@ def truth_mesh(truth: TruthSubject, record: ReconRecord) -> RenderMesh:
     )
 
 
+def mesh_error(fitted: ReconRecord, truth: ReconRecord) -> tuple[float, float]:
+    """(mean depth difference fitted - truth, RMS distance) in mm over the template's vertices.
+
+    Both meshes are MediaPipe's canonical mesh or a subdivision of it, whose first
+    ``N_VERTICES`` vertices are the template's; NaN when the fitted mesh has fewer.
+    """
+    if len(fitted.vertices) < N_VERTICES or len(truth.vertices) < N_VERTICES:
+        return float("nan"), float("nan")
+    d = np.asarray(fitted.vertices[:N_VERTICES], np.float64) - np.asarray(truth.vertices[:N_VERTICES], np.float64)
+    return float(d[:, 2].mean()), float(np.sqrt(np.mean(np.sum(d * d, axis=1))))
+
+
 _DIS: cv2.DISOpticalFlow | None = None
 
 
@@ -180,6 +191,8 @@ class RowScore:
     mask_px: int
     repro: float
     depth_scale: float  # labelled_scale of the source frame
+    mesh_dz_mm: float  # mean depth of nvsynth's mesh minus the labelled truth's (shared template vertices)
+    mesh_rms_mm: float  # RMS 3D distance between them, source camera
     images: dict[str, NDArray] = field(default_factory=dict)  # for the contact sheet
 
 
@@ -216,6 +229,7 @@ def score_h5(
         repro_patch, _ = to_patches(fr.render(source, nv_mesh, T))
         cover = cv2.cvtColor(coverage(root, truth.subject, int(fi)), cv2.COLOR_GRAY2BGR)
         cover_patch, _ = to_patches(fr.render(cover, nv_mesh, T))
+        dz, rms = mesh_error(rec_nv, rec_true)
         for k, r in enumerate(rows):
             nv_patch = cols["face_patch"][r]
             nv_mask = cols["face_mask"][r] > 127
@@ -238,6 +252,8 @@ def score_h5(
                 mask_px=int(nv_mask.sum()),
                 repro=float(np.abs(grey - rgrey)[nv_mask].mean()) if nv_mask.any() else float("nan"),
                 depth_scale=labelled_scale(truth, frame),
+                mesh_dz_mm=dz,
+                mesh_rms_mm=rms,
             )
             if n_frame < keep_images:
                 s.images = {"truth": t_patch[k], "nvsynth": nv_patch, "flow": mag, "mask": both, "bg": bg}
@@ -257,13 +273,16 @@ class Summary:
     background_share: float
     mask_iou: float
     repro: float
+    depth_scale: float  # mean labelled_scale: annotation depth / true depth
+    mesh_dz_mm: float  # mean over rows
+    mesh_rms_mm: float
 
 
 def summarize(scores: list[RowScore]) -> Summary:
     """Pooled over the rows' mask pixels: median and 90th percentile of the displacement, background share."""
     if not scores:
         nan = float("nan")
-        return Summary(0, nan, nan, nan, nan, nan, nan, nan)
+        return Summary(0, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
     flow = np.concatenate([s.flow for s in scores])
     oracle = np.concatenate([s.oracle_flow for s in scores])
     return Summary(
@@ -275,4 +294,7 @@ def summarize(scores: list[RowScore]) -> Summary:
         background_share=sum(s.background_px for s in scores) / max(1, sum(s.mask_px for s in scores)),
         mask_iou=float(np.mean([s.mask_iou for s in scores])),
         repro=float(np.nanmean([s.repro for s in scores])),
+        depth_scale=float(np.mean([s.depth_scale for s in scores])),
+        mesh_dz_mm=float(np.nanmean([s.mesh_dz_mm for s in scores])),
+        mesh_rms_mm=float(np.nanmean([s.mesh_rms_mm for s in scores])),
     )

@@ -46,20 +46,25 @@ def triplet(s: RowScore) -> NDArray[np.uint8]:
     return np.concatenate(tiles, axis=1)
 
 
-def contact_sheet(scores: Sequence[RowScore], path: Path, columns: int = 2, limit: int = 24) -> Path | None:
-    """Write the triplets of the scored rows that kept their images; returns the path (None if none)."""
-    rows = [s for s in scores if s.images][:limit]
-    if not rows:
+def contact_sheet(scores: Sequence[RowScore], path: Path, per_line: int = 3) -> Path | None:
+    """One line per subject: the first kept row of each pattern (``source`` first); returns the path.
+
+    ``None`` when no row kept its images.
+    """
+    kept = [s for s in scores if s.images]
+    if not kept:
         return None
-    tiles = [triplet(s) for s in rows]
-    blank = np.zeros_like(tiles[0])
-    while len(tiles) % columns:
-        tiles.append(blank)
-    sep = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
-    lines = [
-        np.concatenate([x for t in tiles[i : i + columns] for x in (t, sep)][:-1], axis=1)
-        for i in range(0, len(tiles), columns)
-    ]
+    subjects = list(dict.fromkeys(s.subject for s in kept))
+    patterns = sorted({s.pattern for s in kept}, key=lambda p: (p != "source", p))[:per_line]
+    blank = np.zeros_like(triplet(kept[0]))
+    sep = np.full((blank.shape[0], 6, 3), 255, np.uint8)
+    lines = []
+    for subj in subjects:
+        tiles = []
+        for p in patterns:
+            first = next((s for s in kept if s.subject == subj and s.pattern == p), None)
+            tiles += [blank if first is None else triplet(first), sep]
+        lines.append(np.concatenate(tiles[:-1], axis=1))
     hsep = np.full((6, lines[0].shape[1], 3), 255, np.uint8)
     sheet = np.concatenate([x for ln in lines for x in (ln, hsep)][:-1], axis=0)
     path = Path(path)
