@@ -22,6 +22,10 @@ scaled to an outer-eye-corner distance drawn from 86-96 mm, then
 * a different jaw: below the mouth, the width scaled by U(-10, +10) %, the chin
   moved U(-6, 6) mm down and U(-5, 5) mm forward, blended in smoothly.
 
+The annotation's six points are the MPIIGaze six-point model placed on the
+head by a similarity fit to its eye- and mouth-corner vertices
+(:func:`annotation_points`).
+
 Head frame and units follow :mod:`nvsynth.core.geometry` (x right, y down,
 z away from the camera for a frontal face; mm).
 """

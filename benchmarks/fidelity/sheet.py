@@ -41,7 +41,7 @@ def triplet(s: RowScore) -> NDArray[np.uint8]:
     tiles = [
         _label(truth, f"{s.subject} {s.pattern} f{s.frame} v{s.view} truth"),
         _label(nv, "nvsynth (red: bg texels)"),
-        _label(flow_image(im["flow"], im["mask"]), f"|flow| med {med:.1f}px"),
+        _label(flow_image(im["flow"], im["mask"]), f"|flow| 0-{FLOW_SCALE_PX:.0f}px, med {med:.1f}"),
     ]
     return np.concatenate(tiles, axis=1)
 
