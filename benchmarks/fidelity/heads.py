@@ -40,9 +40,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from nvsynth.core import ibug68
 from nvsynth.core.geometry import FACE_MODEL_6, project
 from nvsynth.recon.fit import FitModel, fit_landmarks, subdivision
-from nvsynth.recon.landmarks import IBUG_SIX, DlibLandmarker, read_pts
+from nvsynth.recon.landmarks import DlibLandmarker, read_pts
 from nvsynth.recon.template import FaceTemplate, load_landmark_map, load_template
 from nvsynth.recon.visibility import visible_vertices
 
@@ -229,7 +230,7 @@ def annotation_points(vertices: NDArray[np.float64], landmark_vertices: NDArray[
     the model is fitted to the head's eye- and mouth-corner vertices by a similarity
     transform (scale = the head's size relative to the model).
     """
-    P = np.asarray(vertices, np.float64)[np.asarray(landmark_vertices)[list(IBUG_SIX)]]
+    P = np.asarray(vertices, np.float64)[np.asarray(landmark_vertices)[ibug68.MPII_SIX]]
     s, R, t = similarity(P, FACE_MODEL_6)
     return s * FACE_MODEL_6 @ R.T + t
 
