@@ -35,9 +35,10 @@ from tqdm import tqdm
 
 from nvsynth.core.config import Config
 from nvsynth.core.errors import UserError
+from nvsynth.core.geometry import HeadPose
 from nvsynth.datasets.mpii import Camera, Frame, Subject, open_subject, select_subjects
 from nvsynth.recon.export import export_obj
-from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
+from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, fit_weights, subdivision
 from nvsynth.recon.landmarks import Landmarks, NoFaceError, check_fan, make_landmarker, models_dir
 from nvsynth.recon.record import ReconRecord, record_path
 from nvsynth.recon.template import load_landmark_map, template_from_config
@@ -50,6 +51,7 @@ MAX_ERROR_FRACTION = 0.25
 MIN_FACE_CONTRAST = 4.0
 
 MANIFEST_FIELDS = ("frame_index", "image", "status", "reason", "reprojection_error_px", "detector", "ms")
+MANIFEST_FIELDS += ("annotation_deg", "depth_correction_mm")  # fit vs annotation (recon.placement)
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -64,6 +66,8 @@ class FrameOutcome:
     reprojection_error_px: float  # nan when skipped
     detector: str
     ms: float  # processing time, 0 for cached frames
+    annotation_deg: float = float("nan")  # fitted head rotation vs the annotation's (nan when skipped)
+    depth_correction_mm: float = float("nan")  # depth the mesh was moved by onto the annotation's face centre
 
 
 # --- one frame ------------------------------------------------------------------------------------
@@ -89,12 +93,13 @@ def fit_image(
     landmarker,
     model: FitModel,
     landmarks_6: NDArray[np.float64] | None = None,
+    annotation: HeadPose | None = None,
 ) -> tuple[Landmarks, FitResult]:
-    """Landmarks of the face in ``image`` and the template fitted to them in ``camera``."""
+    """Landmarks of the face in ``image`` and the template fitted to them in ``camera`` (and ``annotation``)."""
     lms = landmarker(image, landmarks_6)
     check_face_contrast(image, lms)
     ideal = camera.undistort_points(lms.points)
-    fit = fit_landmarks(model, ideal, camera.matrix)
+    fit = fit_landmarks(model, ideal, camera.matrix, annotation=annotation)
     io = float(np.linalg.norm(ideal[45] - ideal[36]))
     if fit.reprojection_error_ideal_px > MAX_ERROR_FRACTION * io:
         raise FitError(f"fit rejected: mean error {fit.reprojection_error_ideal_px:.1f} px")
@@ -149,6 +154,9 @@ def make_record(
         annotation_rvec=np.asarray(annotation_rvec, dtype=np.float64).reshape(3),
         annotation_tvec=np.asarray(annotation_tvec, dtype=np.float64).reshape(3),
         gaze_target=np.asarray(gaze_target, dtype=np.float64).reshape(3),
+        annotation_rotation_deg=fit.annotation_rotation_deg,
+        landmark_rotation_deg=fit.landmark_rotation_deg,
+        depth_correction_mm=fit.depth_correction_mm,
     )
 
 
@@ -156,7 +164,7 @@ class FrameProcessor:
     """Per-process state: the landmark backend and the fit model (built once per worker)."""
 
     def __init__(self, cfg: Config) -> None:
-        self.model = FitModel(template_from_config(cfg), load_landmark_map(cfg))
+        self.model = FitModel(template_from_config(cfg), load_landmark_map(cfg), fit_weights(cfg.recon))
         self.landmarker = make_landmarker(cfg.recon.detector)
         steps = cfg.recon.subdivide
         self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
@@ -174,7 +182,7 @@ class FrameProcessor:
             why = "missing image" if not frame.image_path.is_file() else "unreadable or corrupt image"
             return skipped(why)
         try:
-            lms, fit = fit_image(image, task.camera, self.landmarker, self.model, frame.landmarks_6)
+            lms, fit = fit_image(image, task.camera, self.landmarker, self.model, frame.landmarks_6, frame.head_pose)
             rec = make_record(
                 fit,
                 lms,
@@ -197,7 +205,10 @@ class FrameProcessor:
         if task.export_obj:
             export_obj(rec, image, task.out_path.with_suffix(""))
         ms = (time.perf_counter() - t0) * 1e3
-        return FrameOutcome(frame.index, frame.relative_path, "ok", "", rec.reprojection_error_px, rec.detector, ms)
+        placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
+        return FrameOutcome(
+            frame.index, frame.relative_path, "ok", "", rec.reprojection_error_px, rec.detector, ms, *placed
+        )
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,10 @@ def cached_outcome(frame: Frame, path: Path) -> FrameOutcome | None:
         rec = ReconRecord.load(path)
     except Exception:  # a truncated or foreign file: recompute it
         return None
-    return FrameOutcome(frame.index, frame.relative_path, "cached", "", rec.reprojection_error_px, rec.detector, 0.0)
+    placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
+    return FrameOutcome(
+        frame.index, frame.relative_path, "cached", "", rec.reprojection_error_px, rec.detector, 0.0, *placed
+    )
 
 
 def write_manifest(path: Path, outcomes: list[FrameOutcome]) -> None:
@@ -251,7 +265,8 @@ def write_manifest(path: Path, outcomes: list[FrameOutcome]) -> None:
         err = "" if not np.isfinite(o.reprojection_error_px) else f"{o.reprojection_error_px:.3f}"
         status = "ok" if o.status == "cached" else o.status
         reason = "existing record" if o.status == "cached" else o.reason
-        wr.writerow([o.frame_index, o.image, status, reason, err, o.detector, f"{o.ms:.1f}"])
+        placed = ["" if not np.isfinite(v) else f"{v:.3f}" for v in (o.annotation_deg, o.depth_correction_mm)]
+        wr.writerow([o.frame_index, o.image, status, reason, err, o.detector, f"{o.ms:.1f}", *placed])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="manifest.", suffix=".tmp")
     try:

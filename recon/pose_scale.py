@@ -54,12 +54,17 @@ class PoseScale:
 
 
 class PoseScaleProblem:
-    """Residuals (landmarks in sigma units, then the three scale priors) and their Jacobian.
+    """Residuals (landmarks in sigma units, the three scale priors, the rotation prior) and their Jacobian.
 
     Parameters x = (w, t, log sx, log sy, log(sz / sx)): the rotation is
     ``Rotation.from_rotvec(w)`` applied after the start rotation R0, so w
     starts at 0 and stays small. The model points of the last x are kept:
     the solver asks for the Jacobian where it has just evaluated the residuals.
+
+    With a prior rotation Rp (the annotation's, :mod:`recon.placement`), three
+    more residuals phi / sigma, phi = rotvec(R Rp^T) = log(exp(w) R0 Rp^T), pull
+    the rotation towards it; d phi / d w = J(phi)^-1 J(w) with J the left
+    Jacobian of SO(3) (:func:`rotvec_left_jacobian`).
     """
 
     def __init__(
@@ -70,12 +75,16 @@ class PoseScaleProblem:
         sig: NDArray[np.float64],
         R0: NDArray[np.float64],
         w: FitWeights,
+        prior_rotation: NDArray[np.float64] | None = None,
     ) -> None:
         self.X, self.pts, self.K, self.R0 = X, pts, K, R0
         self.inv_sig = 1.0 / sig[:, None]
         self.prior = np.array([w.scale_sigma, w.scale_sigma, w.depth_sigma])
         self._X_rows = np.repeat(X, 2, axis=0)  # the model point of each row (u, v) of the Jacobian
         self._prior_jacobian = np.diag(1.0 / self.prior)
+        # rotation prior: phi = log(exp(w) A) with A = R0 Rp^T
+        self._A = None if prior_rotation is None else R0 @ np.asarray(prior_rotation, dtype=np.float64).T
+        self._inv_rot_sigma = 1.0 / np.radians(w.rotation_prior_deg)
         self._key = b""
         self._points: tuple[PoseScale, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
 
@@ -94,9 +103,16 @@ class PoseScaleProblem:
             self._key, self._points = key, (st, Y, P, project(P, self.K))
         return self._points
 
+    def _phi(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """rotvec(R Rp^T), radians."""
+        return Rotation.from_matrix(Rotation.from_rotvec(x[:3]).as_matrix() @ self._A).as_rotvec()
+
     def residuals(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         proj = self.points(x)[3]
-        return np.concatenate([((proj - self.pts) * self.inv_sig).ravel(), x[6:9] / self.prior])
+        parts = [((proj - self.pts) * self.inv_sig).ravel(), x[6:9] / self.prior]
+        if self._A is not None:
+            parts.append(self._phi(x) * self._inv_rot_sigma)
+        return np.concatenate(parts)
 
     def jacobian(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         st, Y, P, proj = self.points(x)
@@ -106,7 +122,7 @@ class PoseScaleProblem:
         Jp[:] = self.K[:2]
         Jp[:, :, 2] -= proj
         Jp *= (self.inv_sig / P[:, 2:3])[:, :, None]
-        J = np.zeros((2 * n + 3, 9))
+        J = np.zeros((2 * n + 3 + (0 if self._A is None else 3), 9))
         # rotation: dP/dw = -[Y]_x J(w); (EPS @ Y.T).transpose(2, 0, 1) is -[Y]_x per point
         J[: 2 * n, 0:3] = (Jp @ (EPS @ Y.T).transpose(2, 0, 1)).reshape(2 * n, 3) @ rotvec_left_jacobian(x[:3])
         J[: 2 * n, 3:6] = Jp.reshape(2 * n, 3)
@@ -116,7 +132,10 @@ class PoseScaleProblem:
         J[: 2 * n, 6] = Xr[:, 0] * JA[:, 0] + Xr[:, 2] * JA[:, 2]
         J[: 2 * n, 7] = Xr[:, 1] * JA[:, 1]
         J[: 2 * n, 8] = Xr[:, 2] * JA[:, 2]
-        J[2 * n :, 6:] = self._prior_jacobian
+        J[2 * n : 2 * n + 3, 6:] = self._prior_jacobian
+        if self._A is not None:
+            Jw = np.linalg.solve(rotvec_left_jacobian(self._phi(x)), rotvec_left_jacobian(x[:3]))
+            J[2 * n + 3 :, 0:3] = Jw * self._inv_rot_sigma
         return J
 
 
@@ -127,9 +146,15 @@ def fit_pose_scale(
     sig: NDArray[np.float64],
     st: PoseScale,
     w: FitWeights,
+    prior_rotation: NDArray[np.float64] | None = None,
 ) -> PoseScale:
-    """Pose and log scales by Levenberg-Marquardt (``scipy.optimize.least_squares``), analytic Jacobian."""
-    problem = PoseScaleProblem(X, pts, K, sig, st.R, w)
+    """Pose and log scales by Levenberg-Marquardt (``scipy.optimize.least_squares``), analytic Jacobian.
+
+    Points whose sigma is infinite carry no weight and are left out.
+    """
+    keep = np.isfinite(sig)
+    X, pts, sig = X[keep], pts[keep], sig[keep]
+    problem = PoseScaleProblem(X, pts, K, sig, st.R, w, prior_rotation)
     x0 = np.concatenate([np.zeros(3), st.t, st.log_scale])
     sol = least_squares(problem.residuals, x0, jac=problem.jacobian, **LSQ_OPTIONS)
     return problem.state(sol.x)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+#: Scalar fields added after the first records were written (they load as nan where absent).
+_FLOAT_DEFAULTS = ("annotation_rotation_deg", "landmark_rotation_deg", "depth_correction_mm")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class ReconRecord:
     annotation_rvec: NDArray[np.float64]  # (3,) annotated head pose (MPIIGaze 6-point model)
     annotation_tvec: NDArray[np.float64]  # (3,)
     gaze_target: NDArray[np.float64]  # (3,) camera mm
+    # -- the fit against the annotation (recon.placement); absent from older records: nan ------------
+    annotation_rotation_deg: float = float("nan")  # fitted head rotation vs the annotation's (with R_p)
+    landmark_rotation_deg: float = float("nan")  # the landmarks-only pose vs the annotation's
+    depth_correction_mm: float = float("nan")  # how far the mesh was moved in depth onto the annotation
 
     def save(self, path: Path) -> Path:
         """Write atomically: a temporary file in the same folder, then rename."""
@@ -62,15 +69,17 @@ class ReconRecord:
 
     @classmethod
     def load(cls, path: Path) -> ReconRecord:
-        """Read a record; raises ``ValueError`` if a key is missing or malformed."""
+        """Read a record; raises ``ValueError`` if a key without a default is missing or malformed."""
         with np.load(path, allow_pickle=False) as z:
-            missing = [f.name for f in fields(cls) if f.name not in z.files]
+            missing = [f.name for f in fields(cls) if f.name not in z.files and f.default is MISSING]
             if missing:
                 raise ValueError(f"{path}: missing keys {missing}")
             kw = {}
             for f in fields(cls):
+                if f.name not in z.files:
+                    continue
                 v = z[f.name]
-                if f.name in ("reprojection_error_px",):
+                if f.name in ("reprojection_error_px", *_FLOAT_DEFAULTS):
                     kw[f.name] = float(v)
                 elif f.name == "frame_index":
                     kw[f.name] = int(v)
