@@ -6,13 +6,14 @@ first); millimetres throughout.
 1. **Rigid pose**: PnP (EPnP, then Levenberg-Marquardt) of the template's
    vertices for the 51 interior landmarks (brows, nose, eyes, mouth).
 2. **Shape scale**: pose and per-axis template scales (sx, sy, sz) by
-   least squares over the interior landmarks (``scipy.optimize.least_squares``,
+   least squares over all 68 landmarks (``scipy.optimize.least_squares``,
    Levenberg-Marquardt with the analytic Jacobian, :mod:`recon.pose_scale`),
    with priors: sx and sy near 1 (faces differ by about 10%), and sz tied to
    sx (the template's depth-to-width ratio, 0.647, is kept unless the data
    clearly demand otherwise -- depth is barely observable from one view).
    With the frame's annotation, the landmarks-only pose is compared with it
-   and the step is repeated with a prior towards the annotation's rotation.
+   and, where configured, the step is repeated with a prior towards the
+   annotation's rotation (off by default: see ``FitWeights.rotation_prior_deg``).
 3. **Smooth deformation** (:mod:`recon.deform`): displacements D of all
    vertices (in the scaled head frame) by sparse linear least squares:
    landmark rows pull the projection rays of the landmark vertices onto the
@@ -26,14 +27,13 @@ first); millimetres throughout.
    vertices has the depth of the annotation's face centre.
 
 Jaw contour: dlib's 17 jaw points lie on the face's silhouette, which moves
-over the 3D surface with the pose. Each jaw landmark is bound to the point of
+over the 3D surface with the pose. At every pose each jaw landmark is bound to the point of
 the projected silhouette (mesh outline or occluding contour) nearest to it in
 the image, on its side of the face: a point on a silhouette edge, interpolated
 between its two vertices, so the fit does not snap the contour to the coarse
 mesh's vertex spacing (hand-labelled faces fitted to their own labels, error /
 outer-eye distance: breakingbad 0.0245 -> 0.0186, einstein 0.0219 -> 0.0176,
-takeo 0.0175 -> 0.0120). The jaw shapes the deformation's outline only; it is
-left out of the pose and scales (``FitWeights.jaw_sigma``).
+takeo 0.0175 -> 0.0120).
 
 Dense landmarks (468 points in the template's vertex order, with relative
 depth) replace the 68 points in steps 1-3 where a backend provides them.
@@ -148,9 +148,9 @@ def fit_landmarks(
     ``annotation``: the frame's annotated head pose (MPIIGaze six-point model).
     The landmarks-only pose is compared with it (farther than
     ``max_annotation_deg``: :class:`FitError`), the pose is fitted again with
-    a prior towards it (``rotation_prior_deg``), and the mesh is scaled about
-    the camera origin so that its six annotation vertices' centroid has the
-    depth of the annotation's face centre (:mod:`recon.placement`).
+    a prior towards it where ``rotation_prior_deg`` is set, and the mesh is
+    scaled about the camera origin so that its six annotation vertices'
+    centroid has the depth of the annotation's face centre (:mod:`recon.placement`).
 
     ``dense``: (468, 3) points in the template's vertex order, x and y in
     ideal pixels, z their relative depth in the same pixel scale (smaller is
@@ -192,7 +192,8 @@ def fit_landmarks(
                 f"landmarks disagree with the annotated head pose by {lm_deg:.1f} deg "
                 f"(recon.max_annotation_deg {w.max_annotation_deg:g})"
             )
-        state = _pose_scale(model, tg, K, state, prior)
+        if w.rotation_prior_deg is not None:
+            state = _pose_scale(model, tg, K, state, prior)
         ann_deg = rotation_difference_deg(state.R, prior)
     Rm, tv, s = state.R, state.t, state.scale
     cam = model.shape(s) @ Rm.T + tv
@@ -202,7 +203,7 @@ def fit_landmarks(
     D = np.zeros_like(model.X0)
     if deform:
         if dn is None:
-            sig = np.r_[np.full(len(JAW), w.jaw_deform_sigma), np.full(len(INTERIOR), w.landmark_sigma)] * io
+            sig = np.r_[np.full(len(JAW), w.jaw_sigma), np.full(len(INTERIOR), w.landmark_sigma)] * io
             D = _deform(model, Rm, tv, s, bind, pts, K, sig)
         else:
             z_mm = dn[:, 2] * float(cam[:, 2].mean()) / (0.5 * (K[0, 0] + K[1, 1]))

@@ -27,14 +27,10 @@ class FitWeights:
     """Noise levels, regularisation and limits of the fit (residuals are in units of these sigmas)."""
 
     landmark_sigma: float = 0.02  # landmark noise, as a fraction of the outer-eye-corner distance
-    # dlib's jaw points miss the face's outline by 8-24 px on turned or pitched faces (eyes: 2-5 px): they
-    # stay out of the pose and scales (inf; finite: re-bound to the silhouette and weighted) and shape only
-    # the deformation's outline. Measured on the labelled faces (detections, annotation from the labelled
-    # six points): outline error unchanged (0.031 of the outer-eye distance), rotation off the annotation
-    # 3.2 -> 2.2 deg at a 0.5 deg prior; leaving the jaw out of the deformation too doubles the outline
-    # error (0.031 -> 0.085).
-    jaw_sigma: float = np.inf
-    jaw_deform_sigma: float = 0.04
+    # dlib's jaw points are noisier (and discretised on the silhouette). inf leaves them out of the fit
+    # altogether; on the fidelity benchmark that was worse (novel-view flow median 1.43 -> 1.60 px, out
+    # of the pose and scales only: 1.55 px).
+    jaw_sigma: float = 0.04
     scale_sigma: float = 0.10  # prior spread of the template's x and y scales
     depth_sigma: float = 0.02  # prior spread of log(sz / sx): keeps the depth-to-width ratio
     # weight of |L D|^2 (mm^-2); 0.25 lets the mesh follow the landmarks to ~0.007 of the outer-eye
@@ -43,18 +39,19 @@ class FitWeights:
     depth_displacement: float = 4.0  # weight of |D_z|^2 (mm^-2), keeps the metric depth profile
     ridge: float = 1e-3  # weight of |D|^2 (mm^-2), makes the system definite
     jaw_region_margin_mm: float = 10.0  # jaw candidates start this far above the highest jaw vertex
-    # -- the annotation (recon.placement) ------------------------------------------------------------
     # -- dense landmarks (468 points, vertex i <-> point i) -----------------------------------------------
     dense_sigma: float = 0.05  # per point: 0.02 * sqrt(468 / 68), the 68 points' information spread over 468
     dense_outline_sigma: float = 0.2  # the face-oval points follow the silhouette, not the mesh outline
     dense_depth_sigma_mm: float = 2.0  # the points' relative depth, a soft shape prior
     dense_depth_displacement: float = 0.04  # weight of |D_z|^2 (mm^-2) when the points carry depth
-    # recon.rotation_prior_deg: spread of the rotation about the annotation's. The bundled sample's
-    # annotation reads its faces 16-21 deg pitched up against the landmarks (six-point PnP on a stretched
-    # portrait); 0.25 leaves its fitted meshes 0.57-0.71 deg from it (0.5: 2.1-2.7 deg).
-    rotation_prior_deg: float = 0.25
+    # -- the annotation (recon.placement) ------------------------------------------------------------
+    # recon.rotation_prior_deg: spread of the rotation about the annotation's; None: no prior. Off by
+    # default: six-point PnP annotations are 2-24 deg (median ~6) off the true head on the fidelity
+    # benchmark, the landmarks-only fit 0.5-6, and every prior made the novel views worse (flow median
+    # 1.43 px without; 2 deg: 1.67, 0.5 deg: 1.92, 0.25 deg: 2.20 -- the latter two with the jaw in the pose).
+    rotation_prior_deg: float | None = None
     # recon.max_annotation_deg: a frame whose landmarks-only pose is farther from the annotation's is
-    # rejected (a wrong face or a broken annotation); the sample's frames are 18.6-24.3 deg off.
+    # rejected (a wrong face or a broken annotation); the sample's frames are 16-21.5 deg off.
     max_annotation_deg: float = 30.0
 
 

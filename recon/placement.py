@@ -10,8 +10,12 @@ as the labels say:
   and mouth corners, iBUG ``IBUG_SIX`` through the 68 -> 468 map) are aligned
   once per template with the six-point model (Kabsch, on centred points):
   ``R_p`` maps the template's head frame to the model's. The annotation's
-  template-to-camera rotation is then ``hR . R_p``; the fit is drawn towards
-  it (a prior in the pose-and-scale problem) and compared with it.
+  template-to-camera rotation is then ``hR . R_p``; the fit is compared with
+  it and, with ``recon.rotation_prior_deg``, drawn towards it (a prior in the
+  pose-and-scale problem). The mesh's rotation does not change what the
+  labels say (its texture is the source image either way), and six-point
+  annotations are several degrees off the true head, so the prior is off by
+  default (``FitWeights.rotation_prior_deg``).
 * **Depth.** Scaling the mesh about the camera origin leaves every projection
   (and so the texture) unchanged; the factor is chosen so that the centroid of
   the six vertices has the depth of the annotation's face centre.

@@ -84,7 +84,9 @@ class PoseScaleProblem:
         self._prior_jacobian = np.diag(1.0 / self.prior)
         # rotation prior: phi = log(exp(w) A) with A = R0 Rp^T
         self._A = None if prior_rotation is None else R0 @ np.asarray(prior_rotation, dtype=np.float64).T
-        self._inv_rot_sigma = 1.0 / np.radians(w.rotation_prior_deg)
+        if self._A is not None and w.rotation_prior_deg is None:
+            raise ValueError("a prior rotation needs FitWeights.rotation_prior_deg")
+        self._inv_rot_sigma = 0.0 if w.rotation_prior_deg is None else 1.0 / np.radians(w.rotation_prior_deg)
         self._key = b""
         self._points: tuple[PoseScale, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
 

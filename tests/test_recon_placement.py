@@ -16,7 +16,6 @@ from nvsynth.app.cli import main
 from nvsynth.core.geometry import FACE_MODEL_6, HeadPose, head_rotation_from_pitchyaw, project
 from nvsynth.datasets.mpii import open_subject
 from nvsynth.recon.fit import FitError, FitModel, FitWeights, fit_landmarks, place_at_annotation_depth
-from nvsynth.recon.fit_model import INTERIOR
 from nvsynth.recon.landmarks import IBUG_SIX, DlibLandmarker
 from nvsynth.recon.pipeline import fit_image
 from nvsynth.recon.placement import rotation_difference_deg
@@ -38,6 +37,12 @@ POSES = [
 @pytest.fixture(scope="module")
 def model(template_path: Path) -> FitModel:
     return FitModel(load_template(template_path), load_landmark_map(None))
+
+
+@pytest.fixture(scope="module")
+def prior_model(model: FitModel) -> FitModel:
+    """The fit with a rotation prior towards the annotation (recon.rotation_prior_deg: 0.25; off by default)."""
+    return FitModel(model.template, model.landmark_map, FitWeights(rotation_prior_deg=0.25))
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,9 @@ def test_rotation_prior_jacobian_matches_finite_differences() -> None:
     X = rng.normal(0.0, 40.0, (20, 3))
     R0 = Rotation.from_rotvec([0.2, -0.3, 0.1]).as_matrix()
     prior = Rotation.from_rotvec([0.5, 0.1, -0.2]).as_matrix()
-    problem = PoseScaleProblem(X, rng.normal(640.0, 50.0, (20, 2)), K, np.full(20, 3.0), R0, FitWeights(), prior)
+    problem = PoseScaleProblem(
+        X, rng.normal(640.0, 50.0, (20, 2)), K, np.full(20, 3.0), R0, FitWeights(rotation_prior_deg=0.5), prior
+    )
     x = np.array([0.3, -0.1, 0.2, 10.0, -20.0, 600.0, 0.05, -0.02, 0.01])
     h = 1e-6
     numeric = np.stack([(problem.residuals(x + e) - problem.residuals(x - e)) / (2 * h) for e in np.eye(9) * h], 1)
@@ -114,21 +121,26 @@ def test_rotation_prior_jacobian_matches_finite_differences() -> None:
     np.testing.assert_allclose(J, numeric, atol=1e-6)
 
 
-def test_synthetic_head_matches_its_annotation(model: FitModel) -> None:
+def test_synthetic_head_matches_its_annotation(model: FitModel, prior_model: FitModel) -> None:
     """Known head and exact annotation: rotation within 1 deg of it, face-centre depth exact, mesh closer."""
     off, err_rot = [], []
     for angles, t in POSES:
         head = known_head(model, angles, t)
         free = fit_landmarks(model, head.landmarks, K)
-        fit = fit_landmarks(model, head.landmarks, K, annotation=head.annotation)
+        placed = fit_landmarks(model, head.landmarks, K, annotation=head.annotation)  # default: depth only
+        assert placed.annotation_rotation_deg == placed.landmark_rotation_deg
+        np.testing.assert_allclose(project(placed.vertices, K), project(free.vertices, K), atol=1e-6)
+        fit = fit_landmarks(prior_model, head.landmarks, K, annotation=head.annotation)
         off.append(fit.annotation_rotation_deg)
         err_rot.append(rotation_difference_deg(fit.rotation, head.rotation))
         z6 = fit.vertices[model.alignment.vertices, 2].mean()
         print(
             f"{angles}: vs annotation {fit.annotation_rotation_deg:.2f} deg (landmarks alone "
             f"{fit.landmark_rotation_deg:.2f}), vertex rms {rms_mm(free.vertices, head.vertices):.2f} -> "
-            f"{rms_mm(fit.vertices, head.vertices):.2f} mm, depth correction {fit.depth_correction_mm:+.2f} mm"
+            f"{rms_mm(fit.vertices, head.vertices):.2f} mm (depth only {rms_mm(placed.vertices, head.vertices):.2f}),"
+            f" depth correction {fit.depth_correction_mm:+.2f} mm"
         )
+        assert placed.vertices[model.alignment.vertices, 2].mean() == pytest.approx(z6, abs=1e-6)
         assert z6 == pytest.approx(head.annotation.face_center()[2], abs=1e-6)
         assert fit.annotation_rotation_deg < fit.landmark_rotation_deg
         assert rms_mm(fit.vertices, head.vertices) < min(3.0, rms_mm(free.vertices, head.vertices))
@@ -169,14 +181,14 @@ def test_annotation_beyond_the_limit_is_a_fit_error(model: FitModel) -> None:
     )
 
 
-def test_sample_frames_agree_with_their_annotation(model: FitModel) -> None:
-    """The bundled sample (annotation read 19-24 deg pitched up from the landmarks): meshes within 1 deg of it."""
+def test_sample_frames_agree_with_their_annotation(model: FitModel, prior_model: FitModel) -> None:
+    """The bundled sample (annotation read 16-21 deg pitched up from the landmarks): with the prior, within 1 deg."""
     subj = open_subject(SAMPLE, "p00")
     cam = subj.calibration.camera
     landmarker = DlibLandmarker()
     off = []
     for fr in subj.frame_list():
-        lms, fit = fit_image(fr.load_image(), cam, landmarker, model, fr.landmarks_6, fr.head_pose)
+        lms, fit = fit_image(fr.load_image(), cam, landmarker, prior_model, fr.landmarks_6, fr.head_pose)
         off.append(fit.annotation_rotation_deg)
         print(
             f"frame {fr.index}: vs annotation {fit.annotation_rotation_deg:.2f} deg (landmarks alone "
@@ -189,13 +201,13 @@ def test_sample_frames_agree_with_their_annotation(model: FitModel) -> None:
     assert np.median(off) <= 1.0
 
 
-def test_dense_points_recover_a_known_mesh(model: FitModel) -> None:
-    """468 projected points with relative depth: the shape to < 1 mm; with the annotation, the mesh too."""
+def test_dense_points_recover_a_known_mesh(model: FitModel, prior_model: FitModel) -> None:
+    """468 projected points with relative depth: the shape to < 1 mm; with the (exact) annotation, the mesh too."""
     for angles, t in POSES[:2]:
         head = known_head(model, angles, t)
         sparse = fit_landmarks(model, head.landmarks, K)
         dense = fit_landmarks(model, head.landmarks, K, dense=head.dense)
-        placed = fit_landmarks(model, head.landmarks, K, dense=head.dense, annotation=head.annotation)
+        placed = fit_landmarks(prior_model, head.landmarks, K, dense=head.dense, annotation=head.annotation)
         rot = rotation_difference_deg(placed.rotation, head.rotation)
         print(
             f"{angles}: shape error 68 points {shape_error_mm(sparse.vertices, head.vertices):.2f} mm, dense "
@@ -209,7 +221,7 @@ def test_dense_points_recover_a_known_mesh(model: FitModel) -> None:
         assert rot < 1.0
         # the relative depth is a real constraint: a flattened depth gives a worse shape
         flat = head.dense * np.array([1.0, 1.0, 0.3])
-        worse = fit_landmarks(model, head.landmarks, K, dense=flat, annotation=head.annotation)
+        worse = fit_landmarks(prior_model, head.landmarks, K, dense=flat, annotation=head.annotation)
         assert rms_mm(worse.vertices, head.vertices) > rms_mm(placed.vertices, head.vertices) + 0.3
 
 
@@ -246,7 +258,7 @@ def test_recon_records_and_manifest_carry_the_placement(shared: Path, tmp_path: 
     """``nvsynth recon`` on the sample: manifest columns and record fields; a tight limit skips with the reason."""
     shutil.copytree(SAMPLE / "p00", tmp_path / "raw" / "p00")
     cfg = tmp_path / "config_path.yaml"
-    cfg.write_text("data:\n  mpii:\n    raw: raw\n    obj: obj\n")
+    cfg.write_text("data:\n  mpii:\n    raw: raw\n    obj: obj\nrecon:\n  rotation_prior_deg: 0.25\n")
     assert main(["recon", "--config", str(cfg), "--limit", "3"]) == 0
     with open(tmp_path / "obj" / "p00" / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -271,13 +283,15 @@ def test_recon_records_and_manifest_carry_the_placement(shared: Path, tmp_path: 
     assert all(r["annotation_deg"] == "" for r in rows)
 
 
-def test_interior_is_what_the_pose_sees(model: FitModel) -> None:
-    """The jaw stays out of the pose and scales by default: moving it leaves the rigid fit alone."""
+def test_an_ignored_jaw_changes_nothing(model: FitModel) -> None:
+    """jaw_sigma inf: the jaw points carry no weight in the pose, the scales or the deformation."""
     head = known_head(model, *POSES[1])
     moved = head.landmarks.copy()
     moved[:17] += np.array([15.0, -10.0])
-    a = fit_landmarks(model, head.landmarks, K, deform=False)
-    b = fit_landmarks(model, moved, K, deform=False)
+    no_jaw = FitModel(model.template, model.landmark_map, FitWeights(jaw_sigma=np.inf))
+    a = fit_landmarks(no_jaw, head.landmarks, K)
+    b = fit_landmarks(no_jaw, moved, K)
     np.testing.assert_allclose(a.rotation, b.rotation, atol=1e-12)
     np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-9)
-    assert len(INTERIOR) == 51
+    with_jaw = fit_landmarks(model, moved, K)
+    assert rms_mm(with_jaw.vertices, a.vertices) > 1.0
