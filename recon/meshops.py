@@ -1,4 +1,4 @@
-"""Triangle-mesh normals, shared by recon (fit, visibility) and render (render may import recon, not the reverse).
+"""Triangle-mesh normals and edges, shared by recon (fit, visibility) and render (render may import recon).
 
 The template's winding makes the normals point out of the face (towards the
 camera for a frontal face, i.e. towards -z in camera coordinates).
@@ -27,3 +27,20 @@ def vertex_normals(vertices: ArrayLike, faces: ArrayLike) -> NDArray[np.float64]
     n = np.stack([np.bincount(idx, weights=per_corner[:, j], minlength=len(v)) for j in range(3)], axis=1)
     length = np.linalg.norm(n, axis=1, keepdims=True)
     return n / np.where(length > 0, length, 1.0)
+
+
+def edges_with_faces(faces: NDArray[np.int32]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Unique undirected edges (E, 2) and their one or two faces (E, 2), -1 where absent."""
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    fid = np.tile(np.arange(len(f)), 3)
+    e = np.sort(e, axis=1)
+    uniq, inv = np.unique(e, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    adj = np.full((len(uniq), 2), -1, dtype=np.int64)
+    order = np.argsort(inv, kind="stable")
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = inv[order][1:] != inv[order][:-1]
+    adj[inv[order][first], 0] = fid[order][first]
+    adj[inv[order][~first], 1] = fid[order][~first]
+    return uniq, adj

@@ -9,7 +9,7 @@ the same space as the annotation's face centre and gaze target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,8 @@ from nvsynth.core.atomic import atomic_path
 
 #: Fields older records lack (written only by dense landmark backends).
 OPTIONAL_FIELDS = ("dense_2d", "face_presence", "eye_contour_2d", "iris_2d", "iris_radius_px", "iris_3d")
+#: Scalar fields added after the first records were written (they load as nan where absent).
+_FLOAT_DEFAULTS = ("annotation_rotation_deg", "landmark_rotation_deg", "depth_correction_mm")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class ReconRecord:
     annotation_rvec: NDArray[np.float64]  # (3,) annotated head pose (MPIIGaze 6-point model)
     annotation_tvec: NDArray[np.float64]  # (3,)
     gaze_target: NDArray[np.float64]  # (3,) camera mm
+    # -- the fit against the annotation (recon.placement); absent from older records: nan ------------
+    annotation_rotation_deg: float = float("nan")  # fitted head rotation vs the annotation's (with R_p)
+    landmark_rotation_deg: float = float("nan")  # the landmarks-only pose vs the annotation's
+    depth_correction_mm: float = float("nan")  # how far the mesh was moved in depth onto the annotation
     # -- dense backends only (recon.detector: mediapipe); None otherwise and in older records ----------
     dense_2d: NDArray[np.float32] | None = None  # (468, 3) mesh points: x, y source pixels, z relative depth px
     face_presence: float | None = None  # MediaPipe face-presence probability
@@ -68,10 +74,10 @@ class ReconRecord:
     def load(cls, path: Path) -> ReconRecord:
         """Read a record; raises ``ValueError`` if a required key is missing or malformed.
 
-        The dense fields (``dense_2d`` ... ``iris_3d``) are optional: ``None`` when absent.
+        Fields with a default (the placement figures: nan; the dense fields: ``None``) may be absent.
         """
         with np.load(path, allow_pickle=False) as z:
-            missing = [f.name for f in fields(cls) if f.name not in z.files and f.name not in OPTIONAL_FIELDS]
+            missing = [f.name for f in fields(cls) if f.name not in z.files and f.default is MISSING]
             if missing:
                 raise ValueError(f"{path}: missing keys {missing}")
             kw = {}
@@ -79,7 +85,7 @@ class ReconRecord:
                 if f.name not in z.files:
                     continue
                 v = z[f.name]
-                if f.name in ("reprojection_error_px", "face_presence"):
+                if f.name in ("reprojection_error_px", "face_presence", *_FLOAT_DEFAULTS):
                     kw[f.name] = float(v)
                 elif f.name == "frame_index":
                     kw[f.name] = int(v)

@@ -28,10 +28,11 @@ from numpy.typing import NDArray
 
 from nvsynth.core.config import Config
 from nvsynth.core.errors import NvsynthError, ReconError
+from nvsynth.core.geometry import HeadPose
 from nvsynth.datasets.mpii import Camera, Frame
 from nvsynth.recon.export import export_obj
 from nvsynth.recon.fan import check_fan
-from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, subdivision
+from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, fit_weights, subdivision
 from nvsynth.recon.landmarks import Landmarks, NoFaceError, make_landmarker, models_dir
 from nvsynth.recon.mediapipe import check_mediapipe, dense_record_fields
 from nvsynth.recon.record import ReconRecord
@@ -56,6 +57,8 @@ class FrameOutcome:
     reprojection_error_px: float  # nan when skipped
     detector: str
     ms: float  # processing time, 0 for cached frames
+    annotation_deg: float = float("nan")  # fitted head rotation vs the annotation's (nan when skipped)
+    depth_correction_mm: float = float("nan")  # depth the mesh was moved by onto the annotation's face centre
 
 
 # --- one frame ------------------------------------------------------------------------------------
@@ -81,12 +84,13 @@ def fit_image(
     landmarker,
     model: FitModel,
     landmarks_6: NDArray[np.float64] | None = None,
+    annotation: HeadPose | None = None,
 ) -> tuple[Landmarks, FitResult]:
-    """Landmarks of the face in ``image`` and the template fitted to them in ``camera``."""
+    """Landmarks of the face in ``image`` and the template fitted to them in ``camera`` (and ``annotation``)."""
     lms = landmarker(image, landmarks_6)
     check_face_contrast(image, lms)
     ideal = camera.undistort_points(lms.points)
-    fit = fit_landmarks(model, ideal, camera.matrix)
+    fit = fit_landmarks(model, ideal, camera.matrix, annotation=annotation)
     io = float(np.linalg.norm(ideal[45] - ideal[36]))
     if fit.reprojection_error_ideal_px > MAX_ERROR_FRACTION * io:
         raise FitError(f"fit rejected: mean error {fit.reprojection_error_ideal_px:.1f} px")
@@ -141,6 +145,9 @@ def make_record(
         annotation_rvec=np.asarray(annotation_rvec, dtype=np.float64).reshape(3),
         annotation_tvec=np.asarray(annotation_tvec, dtype=np.float64).reshape(3),
         gaze_target=np.asarray(gaze_target, dtype=np.float64).reshape(3),
+        annotation_rotation_deg=fit.annotation_rotation_deg,
+        landmark_rotation_deg=fit.landmark_rotation_deg,
+        depth_correction_mm=fit.depth_correction_mm,
         **dense_record_fields(lms, fit.vertices, camera.matrix, camera.dist_coeffs),  # type: ignore[arg-type]
     )
 
@@ -149,7 +156,7 @@ class FrameProcessor:
     """Per-process state: the landmark backend and the fit model (built once per worker)."""
 
     def __init__(self, cfg: Config) -> None:
-        self.model = FitModel(template_from_config(cfg), load_landmark_map(cfg))
+        self.model = FitModel(template_from_config(cfg), load_landmark_map(cfg), fit_weights(cfg.recon))
         self.landmarker = make_landmarker(cfg.recon.detector, cfg)
         steps = cfg.recon.subdivide
         self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
@@ -167,7 +174,7 @@ class FrameProcessor:
             why = "missing image" if not frame.image_path.is_file() else "unreadable or corrupt image"
             return skipped(why)
         try:
-            lms, fit = fit_image(image, task.camera, self.landmarker, self.model, frame.landmarks_6)
+            lms, fit = fit_image(image, task.camera, self.landmarker, self.model, frame.landmarks_6, frame.head_pose)
             rec = make_record(
                 fit,
                 lms,
@@ -190,7 +197,10 @@ class FrameProcessor:
         if task.export_obj:
             export_obj(rec, image, task.out_path.with_suffix(""))
         ms = (time.perf_counter() - t0) * 1e3
-        return FrameOutcome(frame.index, frame.relative_path, "ok", "", rec.reprojection_error_px, rec.detector, ms)
+        placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
+        return FrameOutcome(
+            frame.index, frame.relative_path, "ok", "", rec.reprojection_error_px, rec.detector, ms, *placed
+        )
 
 
 @dataclass(frozen=True)
@@ -231,7 +241,10 @@ def cached_outcome(frame: Frame, path: Path) -> FrameOutcome | None:
         rec = ReconRecord.load(path)
     except Exception:  # a truncated or foreign file: recompute it
         return None
-    return FrameOutcome(frame.index, frame.relative_path, "cached", "", rec.reprojection_error_px, rec.detector, 0.0)
+    placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
+    return FrameOutcome(
+        frame.index, frame.relative_path, "cached", "", rec.reprojection_error_px, rec.detector, 0.0, *placed
+    )
 
 
 def check_backend(detector: str, cfg: Config | None = None) -> None:

@@ -50,6 +50,8 @@ class ReconConfig(_Section):
     workers: int = Field(1, ge=1)
     subdivide: int = Field(0, ge=0, le=2)  # Loop-style subdivision steps of the template
     export_obj: bool = False
+    rotation_prior_deg: float | None = Field(None, gt=0.0)  # fit's rotation prior about the annotation's; null: none
+    max_annotation_deg: float = Field(30.0, gt=0.0)  # skip a frame whose landmark pose is farther from its annotation
 
 
 class LightConfig(_Section):

@@ -33,7 +33,17 @@ from nvsynth.runtime.render_plan import run_hash
 
 RENDER_MANIFEST = "manifest.json"
 RECON_MANIFEST = "manifest.csv"
-RECON_MANIFEST_FIELDS = ("frame_index", "image", "status", "reason", "reprojection_error_px", "detector", "ms")
+RECON_MANIFEST_FIELDS = (
+    "frame_index",
+    "image",
+    "status",
+    "reason",
+    "reprojection_error_px",
+    "detector",
+    "ms",
+    "annotation_deg",  # fitted head rotation vs the annotation's (recon/placement.py)
+    "depth_correction_mm",  # how far the mesh was moved in depth onto the annotation's face centre
+)
 
 
 @dataclass
@@ -142,6 +152,7 @@ def write_recon_manifest(path: Path, outcomes: Iterable[FrameOutcome]) -> None:
         err = "" if not np.isfinite(o.reprojection_error_px) else f"{o.reprojection_error_px:.3f}"
         status = "ok" if o.status == "cached" else o.status
         reason = "existing record" if o.status == "cached" else o.reason
-        wr.writerow([o.frame_index, o.image, status, reason, err, o.detector, f"{o.ms:.1f}"])
+        placed = ["" if not np.isfinite(v) else f"{v:.3f}" for v in (o.annotation_deg, o.depth_correction_mm)]
+        wr.writerow([o.frame_index, o.image, status, reason, err, o.detector, f"{o.ms:.1f}", *placed])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, buf.getvalue())
