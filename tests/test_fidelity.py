@@ -108,21 +108,11 @@ def test_every_row_is_scored_and_the_measurement_floor_is_low(scores: list[score
     assert np.isfinite(both.background_share) and 0.0 <= both.background_share < 0.5
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="baseline before the 'novel views that match the head' fixes: source-pattern median 1.8 px, p90 3.3 px "
-    "(fitted mesh not at the annotation's depth)",
-)
 def test_source_pattern_matches_the_true_head(scores: list[score.RowScore]) -> None:
     src = _pattern(scores, novel=False)
     assert src.median <= 1.0, src
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="baseline before the 'novel views that match the head' fixes: novel-view median 13.2 px, p90 18.2 px "
-    "(fitted mesh not at the annotation's depth, jaw, fill)",
-)
 def test_novel_views_match_the_true_head(scores: list[score.RowScore]) -> None:
     novel = _pattern(scores, novel=True)
     assert novel.median <= 2.0, novel
