@@ -96,6 +96,13 @@ def main() -> None:
     ap.add_argument("--patterns", default=",".join(NOVEL_PATTERNS), help="novel-view patterns")
     ap.add_argument("--no-held-out", action="store_true", help="skip the held-out subject")
     ap.add_argument("--reuse", action="store_true", help="keep the built subjects in --out (rerun nvsynth only)")
+    ap.add_argument(
+        "--recon",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recon.* config key for this run, e.g. detector=mediapipe or rotation_prior_deg=0.5 (repeatable)",
+    )
     ap.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG (default OUT/contact_sheet.png)")
     args = ap.parse_args()
 
@@ -118,7 +125,8 @@ def main() -> None:
     timing["build subjects"] = time.perf_counter() - t
 
     patterns = [p for p in args.patterns.split(",") if p] + ["source"]
-    timing.update(run.run_nvsynth(root, [sp.subject for sp in every], patterns, args.views, args.workers))
+    recon = dict(kv.split("=", 1) for kv in args.recon)
+    timing.update(run.run_nvsynth(root, [sp.subject for sp in every], patterns, args.views, args.workers, recon))
     t = time.perf_counter()
     scores = run.score_all(root, truths, patterns, keep_images=1)
     timing["scoring"] = time.perf_counter() - t

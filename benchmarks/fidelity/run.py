@@ -43,14 +43,18 @@ def build(root: Path, specs: Sequence[Spec], frames: int, verbose: bool = True) 
     return out
 
 
-def write_config(root: Path, workers: int = 1) -> Path:
-    """nvsynth's config for the benchmark: plain appearance (black, no darkening), no relighting."""
+def write_config(root: Path, workers: int = 1, recon: dict[str, str] | None = None) -> Path:
+    """nvsynth's config for the benchmark: plain appearance (black, no darkening), no relighting.
+
+    ``recon``: extra ``recon.*`` keys (e.g. ``{"detector": "mediapipe"}``); otherwise the defaults.
+    """
+    extra = "".join(f", {k}: {v}" for k, v in (recon or {}).items())
     cfg = Path(root) / "config.yaml"
     cfg.write_text(
         "data:\n"
         f"  mpii: {{raw: '{Path(root) / 'raw'}', obj: '{Path(root) / 'obj'}'}}\n"
         "  background_path: null\n"
-        f"recon: {{workers: {workers}}}\n"
+        f"recon: {{workers: {workers}{extra}}}\n"
         f"render: {{appearance: plain, workers: {workers}, light: {{enabled: false}}}}\n"
     )
     return cfg
@@ -65,7 +69,14 @@ def nvsynth(*args: str) -> float:
     return time.perf_counter() - t
 
 
-def run_nvsynth(root: Path, subjects: Sequence[str], patterns: Sequence[str], views: int, workers: int = 1) -> dict:
+def run_nvsynth(
+    root: Path,
+    subjects: Sequence[str],
+    patterns: Sequence[str],
+    views: int,
+    workers: int = 1,
+    recon: dict[str, str] | None = None,
+) -> dict:
     """``nvsynth recon``, then ``nvsynth render`` per pattern into ``root/render/<pattern>``; wall times (s).
 
     ``source`` renders one view per frame (all its views would be the same).
@@ -73,7 +84,7 @@ def run_nvsynth(root: Path, subjects: Sequence[str], patterns: Sequence[str], vi
     root = Path(root)
     for d in ("obj", "render"):
         shutil.rmtree(root / d, ignore_errors=True)
-    cfg = str(write_config(root, workers))
+    cfg = str(write_config(root, workers, recon))
     ids = ",".join(subjects)
     timing = {"nvsynth recon": nvsynth("recon", "--config", cfg, "--subjects", ids)}
     for p in patterns:
