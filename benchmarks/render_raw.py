@@ -27,10 +27,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import geometry
-from nvsynth.recon.record import ReconRecord
 from nvsynth.render.appearance import Light
 from nvsynth.render.gl import FaceRenderer
-from nvsynth.render.mesh import RenderMesh, build_render_mesh
+from nvsynth.render.mesh import RenderMesh
 
 
 @dataclass(frozen=True)
@@ -86,14 +85,16 @@ def measure_renderer(
 
 
 def raw_renderer_throughput(
-    record: ReconRecord | RenderMesh,
+    mesh: RenderMesh,
     texture_bgr: NDArray[np.uint8],
     views: int | ArrayLike = 16,
     repeats: int = 10,
     lights: Sequence[Light | None] | None = None,
 ) -> float:
-    """Images/s of the raw renderer for one source: ``views`` is a count (a pitch/yaw sweep) or (B, 4, 4) transforms."""
-    mesh = record if isinstance(record, RenderMesh) else build_render_mesh(record)
+    """Images/s of the raw renderer for one source: ``views`` is a count (a pitch/yaw sweep) or (B, 4, 4) transforms.
+
+    ``mesh`` and ``texture_bgr``: e.g. :func:`render.mesh.build_render_mesh`'s mesh and atlas.
+    """
     T = sweep_transforms(mesh.landmarks, int(views)) if np.ndim(views) == 0 else np.asarray(views, dtype=np.float64)
     return measure_renderer(texture_bgr, mesh, T, lights, repeats).images_per_s
 
