@@ -99,6 +99,7 @@ class Unwrapped:
 
     colour: NDArray[np.uint8]  # (S, S, 3) BGR sampled from the frame (gutter: as its nearest chart texel)
     seen: NDArray[np.bool_]  # (S, S) triangle's vertices visible and the point inside the frame
+    inner: NDArray[np.bool_]  # (S/2, S/2) the point at least SILHOUETTE_MARGIN_PX inside the projected outline
     cos: NDArray[np.float32]  # (S/2, S/2) cos of the angle between the normal and the line of sight, 0 off the chart
     eyes: NDArray[np.float32]  # (S/2, S/2, 2) signed distance (mm, positive inside) to each eye region
 
@@ -213,11 +214,14 @@ def unwrap(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> U
     colour = cv2.remap(image, px, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     h, w = image.shape[:2]
     in_frame = cv2.inRange(px, (0.0, 0.0), (w - 1.0, h - 1.0)) > 0
-    in_frame &= _outline_distance(record, px) >= SILHOUETTE_MARGIN_PX
     seen_tri = np.append(np.asarray(record.visible, dtype=bool)[layout.faces].all(axis=1), False)
     # The normal's cos and the eye distances are smooth: half resolution.
     smooth = layout.half.interpolate(np.concatenate([_vertex_cos(record)[:, None], eye_distances(record)], axis=1))
-    return Unwrapped(colour, seen_tri[layout.triangle] & in_frame, smooth[..., 0], smooth[..., 1:3])
+    half = layout.half.size
+    inner = _outline_distance(record, cv2.resize(px, (half, half), interpolation=cv2.INTER_AREA))
+    return Unwrapped(
+        colour, seen_tri[layout.triangle] & in_frame, inner >= SILHOUETTE_MARGIN_PX, smooth[..., 0], smooth[..., 1:3]
+    )
 
 
 def build_atlas(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> Atlas:
@@ -230,7 +234,7 @@ def build_atlas(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout)
     assert layout.half is not None
     S, H = layout.size, layout.half.size
     cos = own.cos
-    seen_h = cv2.resize(own.seen.astype(np.float32), (H, H), interpolation=cv2.INTER_AREA) >= 1.0 - 1e-6
+    seen_h = (cv2.resize(own.seen.astype(np.float32), (H, H), interpolation=cv2.INTER_AREA) >= 1.0 - 1e-6) & own.inner
     usable = _feather(seen_h & (cos > BACKFACE_COS), layout.half.inside, FEATHER_TEXELS / 2)
     usable *= _ramp(cos, BACKFACE_COS, USABLE_COS)
     colour = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA).astype(np.float32)
