@@ -6,7 +6,8 @@ textured by the photo, and rendered at 16 poses (yaw -60..60, pitch -30..30):
 
 * ``views.png``: the raw 448 renders (every other view relit), downscaled;
 * ``masks.png``: alpha (grey) and face mask (white) of the same views;
-* ``fill.png``: the renders with filled (mirrored or flat) texels tinted red;
+* ``fill.png``: the renders with completed (mirrored or filled) texels tinted red;
+* ``atlas.png``: the source's completed texture atlas;
 * ``patches.png``: finished 224 patches (mpii-nv appearance, procedural backgrounds);
 * the same with suffix ``_turned40`` for a second source made by re-rendering the astronaut
   with the head turned 40 degrees over a scene (``turned_source.png``), whose far side is unseen,
@@ -36,6 +37,7 @@ from nvsynth.render.backgrounds import BackgroundSource
 from nvsynth.render.compose import finish_views
 from nvsynth.render.gl import FaceRenderer
 from nvsynth.render.mesh import build_render_mesh, occlusion_visible, vertex_normals
+from nvsynth.render.uvlayout import TemplateChart
 
 
 def dlib_landmarks(image_bgr: np.ndarray) -> np.ndarray:
@@ -105,7 +107,9 @@ def grid(images: list[np.ndarray], cols: int = 4) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def turned_source(rec: ReconRecord, image: np.ndarray, yaw_deg: float) -> tuple[ReconRecord, np.ndarray]:
+def turned_source(
+    rec: ReconRecord, image: np.ndarray, yaw_deg: float, chart: TemplateChart
+) -> tuple[ReconRecord, np.ndarray]:
     """A new source photo: the astronaut's face re-rendered with the head turned by ``yaw_deg``, over a scene."""
     size = 640
     K = np.array([[1100.0, 0.0, size / 2], [0.0, 1100.0, size / 2], [0.0, 0.0, 1.0]])
@@ -117,7 +121,8 @@ def turned_source(rec: ReconRecord, image: np.ndarray, yaw_deg: float) -> tuple[
     T[:3, :3] = rot
     T[:3, 3] = np.array([15.0, -10.0, 560.0]) - rot @ centre
     renderer = FaceRenderer(size=size, camera_matrix=K)
-    batch = renderer.render(image, build_render_mesh(rec), T[None])
+    textured = build_render_mesh(rec, image, chart)
+    batch = renderer.render(textured.texture, textured.mesh, T[None])
     renderer.release()
     scene = cv2.resize(BackgroundSource(None).image(7), (size, size))
     photo = np.ascontiguousarray(scene)
@@ -149,18 +154,22 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
+    chart = TemplateChart.of(load_template(args.shared / "assets" / "canonical_face_model.obj"))
     rec, image = astronaut_record(args.shared)
-    write_sheets(rec, image, args.out, "")
-    turned, photo = turned_source(rec, image, 40.0)
+    write_sheets(rec, image, args.out, "", chart)
+    turned, photo = turned_source(rec, image, 40.0, chart)
     cv2.imwrite(str(args.out / "turned_source.png"), photo)
-    write_sheets(turned, photo, args.out, "_turned40")
+    write_sheets(turned, photo, args.out, "_turned40", chart)
     print(f"sheets written to {args.out}")
 
 
-def write_sheets(rec: ReconRecord, image: np.ndarray, out: Path, tag: str) -> None:
-    mesh = build_render_mesh(rec)
-    kinds = np.bincount(mesh.kinds, minlength=3)
-    print(f"{tag or 'astronaut'}: triangles own {kinds[0]}, mirror {kinds[1]}, fallback {kinds[2]}")
+def write_sheets(rec: ReconRecord, image: np.ndarray, out: Path, tag: str, chart: TemplateChart) -> None:
+    textured = build_render_mesh(rec, image, chart)
+    mesh, image = textured.mesh, textured.texture
+    chart_px = chart.layout(len(rec.vertices)).inside
+    own, mirror = textured.atlas.own[chart_px].mean(), textured.atlas.mirror[chart_px].mean()
+    print(f"{tag or 'astronaut'}: atlas texels own {own:.0%}, mirror {mirror:.0%}, fill {1 - own - mirror:.0%}")
+    cv2.imwrite(str(out / f"atlas{tag}.png"), image)
     poses = np.array([(p, y) for p in (30, 10, -10, -30) for y in (-60, -20, 20, 60)], dtype=np.float64)
     T = view_transforms(rec, poses)
     key = np.array([-0.5, -0.5, -0.7])

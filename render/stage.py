@@ -118,7 +118,7 @@ class PreparedSource:
 
     frame: int
     source_file: str
-    image: NDArray[np.uint8]  # the source frame, BGR
+    image: NDArray[np.uint8]  # the texture: the source's atlas (render/atlas.py), BGR
     mesh: Any  # render.mesh.RenderMesh
     views: list[View]
     kept: list[int]  # view indices rendered
@@ -149,11 +149,14 @@ class SourceRenderer:
     """Renders sources: one FaceRenderer and one background listing, made in the process that uses them."""
 
     def __init__(self, spec: RenderSpec, backgrounds: Any) -> None:
+        from nvsynth.recon.template import template_from_config
         from nvsynth.render.gl import FaceRenderer
+        from nvsynth.render.uvlayout import TemplateChart
 
         self.spec = spec
         self.backgrounds = backgrounds
         self.renderer = FaceRenderer()
+        self.chart = TemplateChart.of(template_from_config(spec.cfg))  # the atlas layout, rasterised once
         self._gl_name = ""
         self._full: NDArray[np.uint8] | None = None  # render_composited's output, reused from source to source
 
@@ -216,15 +219,15 @@ class SourceRenderer:
         app_rngs = [view_rng(seed, subject, frame, v, STREAM_APPEARANCE) for v in kept]
         params = [sample_appearance(r, cfg, len(self.backgrounds)) for r in app_rngs]
         lap("sample")
-        mesh = build_render_mesh(record)
+        textured = build_render_mesh(record, image, self.chart)  # the source's texture atlas and mesh
         lap("mesh")
         looks = backdrops(params, self.backgrounds, self.renderer.size)
         lap("backdrop")
         return PreparedSource(
             frame=frame,
             source_file=record.source_file,
-            image=image,
-            mesh=mesh,
+            image=textured.texture,
+            mesh=textured.mesh,
             views=views,
             kept=kept,
             attempts=attempts,

@@ -27,7 +27,7 @@ Per row (all images 224 px, grey = OpenCV's BGR -> grey, plain appearance):
 * **truth**: the true mesh, textured by its own portrait, rendered by
   :class:`nvsynth.render.gl.FaceRenderer`; its face mask is the true face region
   (jaw and eyebrow outline of the true landmark vertices, the region nvsynth's
-  own mask uses: :func:`nvsynth.render.mesh.face_region_distance`).
+  own mask uses: :func:`nvsynth.render.regions.face_region_distance`).
 * **flow**: OpenCV DIS optical flow (medium preset) from the truth's grey patch
   to nvsynth's; displacement = |flow| in patch pixels, taken over the
   **intersection** of the two face masks (nvsynth's ``face_mask`` and the truth's).
@@ -64,7 +64,9 @@ from nvsynth.recon.record import ReconRecord, record_path
 from nvsynth.recon.template import N_VERTICES
 from nvsynth.recon.visibility import visible_vertices
 from nvsynth.render.gl import FaceRenderer, RenderBatch
-from nvsynth.render.mesh import RenderMesh, build_render_mesh, face_region_distance
+from nvsynth.render.mesh import RenderMesh, build_render_mesh
+from nvsynth.render.regions import face_region_distance
+from nvsynth.render.uvlayout import TemplateChart
 
 from .scene import TruthSubject, coverage
 
@@ -203,6 +205,7 @@ def score_h5(
     pattern: str,
     keep_images: int = 2,
     renderer: FaceRenderer | None = None,
+    chart: TemplateChart | None = None,
 ) -> list[RowScore]:
     """Score every row of one subject's output file; the first ``keep_images`` frames keep their images.
 
@@ -211,6 +214,16 @@ def score_h5(
     subject = open_subject(Path(root) / "raw", truth.subject)
     frames = {f.index: f for f in subject.frames()}
     fr = renderer or FaceRenderer()
+    if chart is None:  # the atlas layout the render stage textures with (render/uvlayout.py)
+        from nvsynth.core.config import Config
+        from nvsynth.recon.template import template_from_config
+
+        chart = TemplateChart.of(template_from_config(Config()))
+
+    def textured(record: ReconRecord, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], RenderMesh]:
+        t = build_render_mesh(record, image, chart)  # the source's atlas, as the render stage builds it
+        return t.texture, t.mesh
+
     with h5py.File(h5_path, "r") as f:
         cols = {k: f[k][...] for k in ("face_patch", "face_mask", "rotation_matrix", "face_mat_norm", "frame_index")}
         views = f["view_index"][...] if "view_index" in f else np.zeros(len(cols["frame_index"]), np.int32)
@@ -223,12 +236,12 @@ def score_h5(
         source = frame.load_image()
         rec_true = truth_record(truth, frame, subject)
         t_patch, t_mask = to_patches(fr.render(truth.head.texture, truth_mesh(truth, rec_true), T))
-        o_patch, o_mask = to_patches(fr.render(source, build_render_mesh(rec_true), T))
+        o_patch, o_mask = to_patches(fr.render(*textured(rec_true, source), T))
         rec_nv = ReconRecord.load(record_path(Path(root) / "obj", truth.subject, frame.relative_path))
-        nv_mesh = build_render_mesh(rec_nv)
-        repro_patch, _ = to_patches(fr.render(source, nv_mesh, T))
+        repro_patch, _ = to_patches(fr.render(*textured(rec_nv, source), T))
         cover = cv2.cvtColor(coverage(root, truth.subject, int(fi)), cv2.COLOR_GRAY2BGR)
-        cover_patch, _ = to_patches(fr.render(cover, nv_mesh, T))
+        # the coverage image goes through the same atlas completion: a texel mirrored from background counts
+        cover_patch, _ = to_patches(fr.render(*textured(rec_nv, cover), T))
         dz, rms = mesh_error(rec_nv, rec_true)
         for k, r in enumerate(rows):
             nv_patch = cols["face_patch"][r]
