@@ -20,8 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from render_contact_sheet import view_transforms  # benchmarks/: the same view geometry
 
-from nvsynth.core import geometry
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import load_template
 from nvsynth.render.gl import Backdrop, FaceRenderer
@@ -31,21 +31,6 @@ from nvsynth.render.uvlayout import TemplateChart
 #: (pitch, yaw) degrees of the views: rows pitch +30, 0, -30; columns yaw -45, 0, +45.
 POSES = np.array([(p, y) for p in (30.0, 0.0, -30.0) for y in (-45.0, 0.0, 45.0)])
 GREY = (128, 128, 128)
-
-
-def view_transforms(rec: ReconRecord, poses_deg: np.ndarray) -> np.ndarray:
-    """Normalize the source (face centre to (0, 0, 300)) and turn its fitted head to each (pitch, yaw)."""
-    centre = rec.landmarks_3d[[36, 39, 42, 45, 48, 54]].mean(axis=0).astype(np.float64)
-    Rn = geometry.normalizing_rotation(centre, rec.head_rotation)
-    H = Rn @ rec.head_rotation
-    target = np.array([0.0, 0.0, geometry.NORM_DISTANCE])
-    out = np.zeros((len(poses_deg), 4, 4))
-    for b, (p, y) in enumerate(np.radians(poses_deg)):
-        rot = geometry.head_rotation_from_pitchyaw(p, y) @ H.T
-        out[b, :3, :3] = rot @ Rn
-        out[b, :3, 3] = target - rot @ Rn @ centre
-        out[b, 3, 3] = 1.0
-    return out
 
 
 def textured(rec: ReconRecord, image: np.ndarray, chart: TemplateChart) -> tuple[np.ndarray, RenderMesh]:
