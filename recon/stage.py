@@ -118,14 +118,15 @@ def box_points(sample: Sample) -> tuple[NDArray[np.float64] | None, str]:
 def record_labels(sample: Sample, fit: FitResult) -> tuple[geometry.HeadPose, NDArray[np.float64], str]:
     """The head pose and 3D gaze target that define the record's labels, and the head pose's origin.
 
-    The dataset's head pose, else the six-point pose of the fitted landmarks
-    (:func:`nvsynth.core.geometry.head_pose_from_points`); the dataset's gaze
+    The dataset's head pose, else the six-point model pose of the fitted six
+    landmarks by MPIIGaze's PnP (:func:`nvsynth.core.geometry.head_pose_from_points`); the dataset's gaze
     target, else the point along its gaze direction from that pose's face centre
     (:func:`nvsynth.core.geometry.gaze_target_from_direction`).
     """
     head, origin = sample.head, "dataset"
     if head is None:
-        head, origin = geometry.head_pose_from_points(np.asarray(fit.landmarks_3d)[list(MPII_SIX)]), "fit"
+        six = np.asarray(fit.landmarks_3d, dtype=np.float64)[list(MPII_SIX)]
+        head, origin = geometry.head_pose_from_points(six, sample.camera.matrix), "fit"
     if sample.gaze_target is not None:
         target = np.asarray(sample.gaze_target, dtype=np.float64)
     else:

@@ -22,10 +22,11 @@ Sources
   So looking or turning up gives positive pitch, and toward image-left
   (the subject's right) gives positive yaw.
 * hR(p, y) = Ry(y) . Rx(-p): the zero-roll head rotation whose labels read
-  back as (p, y). It is the only rotation with those labels whose x axis has no
-  component along the camera's y axis (the constraint the normalization puts
-  on the normalized head, ``normalizing_rotation``): a normalized patch's
-  ``face_head_pose`` gives back its head rotation exactly.
+  back as (p, y). For |y| <= 90 degrees it is the only rotation with those
+  labels whose x axis has no component along the camera's y axis (the
+  constraint the normalization puts on the normalized head,
+  ``normalizing_rotation``): a normalized patch's ``face_head_pose`` gives back
+  its head rotation exactly (:func:`normalized_head_rotation`, any yaw).
 * Two sets of normalization constants (:class:`NormSpec`): ``mpii-nv``
   (nvsynth's default: focal 960 at 448 px, 300 mm, stored at 224) and
   ``eth-xgaze`` (ETH-XGaze's ``normalizeData_face``: focal 960 at 224 px,
@@ -33,7 +34,9 @@ Sources
   face scale, a different perspective.
 * A head pose given by a rotation and a face centre (datasets without
   six-point model poses) is the MPIIGaze model pose whose six-point mean is
-  that centre (:meth:`HeadPose.from_face_center`); a gaze direction without a
+  that centre (:meth:`HeadPose.from_face_center`); without any head pose, the
+  fitted mesh's six points give one by the same PnP (:func:`head_pose_from_points`);
+  a gaze direction without a
   target becomes the target ``GAZE_TARGET_DISTANCE`` mm from the face centre
   along it (the labels use only the direction).
 """
@@ -142,6 +145,20 @@ def head_rotation_from_pitchyaw(pitch: float, yaw: float) -> NDArray[np.float64]
     return rot_y(yaw) @ rot_x(-pitch)
 
 
+def normalized_head_rotation(pitch: float, yaw: float) -> NDArray[np.float64]:
+    """The normalized head rotation whose labels are (pitch, yaw).
+
+    Normalization (:func:`normalizing_rotation`) leaves the head's x axis in
+    the normalized camera's x-z plane, on the side of +x. Of the rotations
+    labelled (p, y) exactly one does that: hR(p, y) when |y| <= 90 degrees
+    (every face seen from the front), hR(p, y) . Rz(pi) beyond.
+    """
+    H = head_rotation_from_pitchyaw(pitch, yaw)
+    if H[0, 0] < 0.0:
+        H = H @ np.diag([-1.0, -1.0, 1.0])
+    return H
+
+
 def pitchyaw_from_head_rotation(H: ArrayLike) -> NDArray[np.float64]:
     """Head labels (pitch, yaw) of rotation(s) ``H`` (..., 3, 3)."""
     H = np.asarray(H, dtype=np.float64)
@@ -239,18 +256,16 @@ def estimate_head_pose(
     return HeadPose.from_rvec(rvec, tvec)
 
 
-def head_pose_from_points(points_6: ArrayLike) -> HeadPose:
-    """The six-point model pose that best fits six 3D points (camera mm, FACE_MODEL_6's order).
+def head_pose_from_points(points_6: ArrayLike, camera_matrix: ArrayLike) -> HeadPose:
+    """The six-point model pose of six 3D points (camera mm, FACE_MODEL_6's order) seen by a camera.
 
-    Rotation: least squares on the centred points (Kabsch); face centre: their
-    mean. For a head pose that comes from a fitted mesh rather than from PnP.
+    MPIIGaze's own procedure (:func:`estimate_head_pose`: PnP of the generic
+    model) on the points' ideal projections, so that a head pose taken from a
+    fitted mesh follows the same convention as an annotated one (the generic
+    model's proportions, not the mesh's, decide the rotation and depth).
     """
-    X = np.asarray(points_6, dtype=np.float64).reshape(6, 3)
-    a = FACE_MODEL_6 - FACE_MODEL_6.mean(axis=0)
-    b = X - X.mean(axis=0)
-    U, _, Vt = np.linalg.svd(b.T @ a)
-    D = np.diag([1.0, 1.0, float(np.sign(np.linalg.det(U @ Vt)))])
-    return HeadPose.from_face_center(U @ D @ Vt, X.mean(axis=0))
+    K = np.asarray(camera_matrix, dtype=np.float64)
+    return estimate_head_pose(project(points_6, K), K, np.zeros(5))
 
 
 def gaze_target_from_direction(face_center: ArrayLike, direction: ArrayLike) -> NDArray[np.float64]:

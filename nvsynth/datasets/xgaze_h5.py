@@ -18,10 +18,12 @@ of a row (conventions in :mod:`nvsynth.core.geometry`):
   (:data:`~nvsynth.core.geometry.ETH_XGAZE`: focal 960, 600 mm, 224x224,
   from ``normalizeData_face``), resampled to the patch size.
 * **Face centre** on the optical axis at the normalization distance.
-* **Head rotation** ``hR(pitch, yaw)`` of ``face_head_pose``: the one rotation
-  with these labels whose x axis has no component along the normalized
-  camera's y axis, the constraint the normalization leaves on the head. So
-  re-normalizing the sample is the identity and its labels read back exactly.
+* **Head rotation** of ``face_head_pose``: the one rotation with these labels
+  whose x axis has no component along the normalized camera's y axis (and a
+  positive one along x), the constraint the normalization leaves on the head
+  (:func:`~nvsynth.core.geometry.normalized_head_rotation`; ``hR(pitch, yaw)``
+  for |yaw| <= 90 degrees). So re-normalizing the sample is the identity and
+  its labels read back exactly.
 * **Gaze**: the direction of ``face_gaze`` in the normalized camera.
 * No six-point annotation: the landmark backend finds the face on the patch.
 
@@ -159,7 +161,7 @@ class XGazeH5Dataset:
                         continue
                     pose = None
                     if head is not None and np.all(np.isfinite(head[i])):
-                        hR = geometry.head_rotation_from_pitchyaw(*head[i])
+                        hR = geometry.normalized_head_rotation(*head[i])
                         pose = geometry.HeadPose.from_face_center(hR, center)
                     yield Sample(**common, head=pose, gaze_direction=geometry.vector_from_pitchyaw(gaze[i]))
 
