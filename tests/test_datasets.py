@@ -103,9 +103,9 @@ def test_xgaze_reader_takes_the_constants_from_the_file(tmp_path: Path) -> None:
 
 
 def test_xgaze_reader_streams_a_large_file(tmp_path: Path) -> None:
-    """A 100 000-row file (15 GB of patches if loaded) is listed from its labels and read one row at a time."""
+    """A 40 000-row file (6 GB of patches if loaded) is listed from its labels and read one row at a time."""
     path = tmp_path / "big.h5"
-    n = 100_000
+    n = 40_000
     with h5py.File(path, "w") as f:
         ds = f.create_dataset("face_patch", shape=(n, 224, 224, 3), dtype=np.uint8, chunks=(1, 224, 224, 3))
         ds[n - 1] = 7

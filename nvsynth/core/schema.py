@@ -61,8 +61,8 @@ CORE_FIELDS: tuple[Field, ...] = (
     Field("rotation_matrix", (3, 3), "float32", "novel-view rotation applied in normalized space"),
     Field("face_mat_norm", (3, 3), "float32", "the source frame's normalizing rotation R"),
     Field("landmarks_norm", (68, 2), "float32", "68 fitted landmarks in patch pixels"),
-    Field("frame_index", (), "int32", "row of the subject's annotation file"),
-    Field("source_file", (), "str", "source image, relative to the dataset root"),
+    Field("frame_index", (), "int32", "the source frame's index in its subject (annotation, h5 or labels.csv row)"),
+    Field("source_file", (), "str", "source image relative to the dataset root (a path, or 'file.h5#row')"),
 )
 
 #: The head-pose sampling of each row.
