@@ -52,7 +52,7 @@ def make_records(work: Path, sources: int) -> tuple[Path, Path]:
     from nvsynth.runtime.recon_run import run as run_recon
 
     first = work / "recon"
-    cfg = from_dict({"data": {"mpii": {"raw": str(SAMPLE_RAW), "obj": str(first)}}})
+    cfg = from_dict({"data": {"input": str(SAMPLE_RAW), "records": str(first)}})
     run_recon(cfg, subjects="p00")
     records = sorted((ReconRecord.load(p) for p in (first / "p00").rglob("*.npz")), key=lambda r: r.frame_index)
     if not records:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             raw, obj = make_records(work, args.sources)
         cfg = from_dict(
             {
-                "data": {"mpii": {"raw": str(raw), "obj": str(obj)}},
+                "data": {"input": str(raw), "records": str(obj)},
                 "render": {"views": args.views, "workers": args.workers, "seed": 0},
             }
         )

@@ -1,10 +1,27 @@
 """The recon record: one fitted, textured face mesh per source frame.
 
-Written by ``nvsynth recon`` to ``<data.mpii.obj>/<subject>/<dayNN>/<NNNN>.npz``
-and read by ``nvsynth render``. It is the only thing that crosses from the
-recon stage to the render stage, together with the source image it points at.
-All 3D quantities are in the source camera's coordinates (OpenCV axes, mm),
-the same space as the annotation's face centre and gaze target.
+Written by ``nvsynth recon`` to ``<data.records>/<subject>/<record name>.npz``
+(MPIIFaceGaze: ``dayNN/NNNN``; h5 rows: the row, six digits; folder: the
+image path without suffix) and read by ``nvsynth render``. It is the only
+thing that crosses from the recon stage to the render stage, together with
+the source image it points at (``image_root`` / ``source_file``, an image
+reference of :mod:`nvsynth.core.images`). All 3D quantities are in the source
+camera's coordinates (OpenCV axes, mm), the same space as the face centre and
+gaze target.
+
+The labels are defined by ``annotation_rvec`` / ``annotation_tvec`` (a pose of
+the MPIIGaze six-point model; the face centre is the mean of its six
+transformed points) and ``gaze_target``, whatever the dataset gave:
+
+* MPIIFaceGaze: the annotated pose and 3D target, as they are;
+* a head rotation hR and face centre c (ETH-XGaze-layout labels): the pose
+  (hR, c - hR . mean(model)) (:meth:`nvsynth.core.geometry.HeadPose.from_face_center`);
+* no head pose (folder without head columns): the pose of the fitted six
+  points (:func:`nvsynth.core.geometry.head_pose_from_points`), ``head_origin`` "fit";
+* a gaze direction instead of a target: the point ``GAZE_TARGET_DISTANCE`` (1 m)
+  from the face centre along it (the labels depend on the direction only).
+
+So the render stage normalizes every record the same way, knowing no dataset.
 """
 
 from __future__ import annotations
@@ -17,8 +34,11 @@ from numpy.typing import NDArray
 
 from nvsynth.core.atomic import atomic_path
 
-#: Fields older records lack (written only by dense landmark backends).
-OPTIONAL_FIELDS = ("dense_2d", "face_presence", "eye_contour_2d", "iris_2d", "iris_radius_px", "iris_3d")
+#: Fields written only by dense landmark backends.
+DENSE_FIELDS = ("dense_2d", "face_presence", "eye_contour_2d", "iris_2d", "iris_radius_px", "iris_3d")
+#: Fields older records lack.
+OPTIONAL_FIELDS = (*DENSE_FIELDS, "image_root", "head_origin")
+_STR_FIELDS = ("detector", "subject", "source_file", "image_root", "head_origin")
 #: Scalar fields added after the first records were written (they load as nan where absent).
 _FLOAT_DEFAULTS = ("annotation_rotation_deg", "landmark_rotation_deg", "depth_correction_mm")
 
@@ -46,7 +66,7 @@ class ReconRecord:
     image_size: NDArray[np.int32]  # (2,) width, height
     camera_matrix: NDArray[np.float64]  # (3, 3)
     dist_coeffs: NDArray[np.float64]  # (k,)
-    annotation_rvec: NDArray[np.float64]  # (3,) annotated head pose (MPIIGaze 6-point model)
+    annotation_rvec: NDArray[np.float64]  # (3,) head pose that defines the labels (MPIIGaze 6-point model)
     annotation_tvec: NDArray[np.float64]  # (3,)
     gaze_target: NDArray[np.float64]  # (3,) camera mm
     # -- the fit against the annotation (recon.placement); absent from older records: nan ------------
@@ -60,6 +80,9 @@ class ReconRecord:
     iris_2d: NDArray[np.float32] | None = None  # (2, 5, 2) iris centre + 4 boundary points, source pixels
     iris_radius_px: NDArray[np.float32] | None = None  # (2,)
     iris_3d: NDArray[np.float32] | None = None  # (2, 3) iris centres on the fitted eyelid planes, camera mm
+    # -- where the source image is, and where the labels' head pose came from (None in older records) ----------
+    image_root: str | None = None  # absolute folder ``source_file`` is relative to
+    head_origin: str | None = None  # "dataset" (annotation or label) or "fit" (the fitted six points)
 
     def save(self, path: Path) -> Path:
         """Write atomically (:func:`nvsynth.core.atomic.atomic_path`)."""
@@ -89,13 +112,13 @@ class ReconRecord:
                     kw[f.name] = float(v)
                 elif f.name == "frame_index":
                     kw[f.name] = int(v)
-                elif f.name in ("detector", "subject", "source_file"):
+                elif f.name in _STR_FIELDS:
                     kw[f.name] = str(v)
                 else:
                     kw[f.name] = v
         return cls(**kw)
 
 
-def record_path(obj_root: Path, subject: str, relative_image: str) -> Path:
-    """``<obj_root>/<subject>/<dayNN>/<NNNN>.npz`` for image ``dayNN/NNNN.jpg``."""
-    return Path(obj_root) / subject / Path(relative_image).with_suffix(".npz")
+def record_path(obj_root: Path, subject: str, record_name: str) -> Path:
+    """``<obj_root>/<subject>/<record_name>.npz`` (e.g. ``dayNN/NNNN`` for image ``dayNN/NNNN.jpg``)."""
+    return Path(obj_root) / subject / f"{record_name}.npz"

@@ -1,11 +1,15 @@
 """The recon stage's work on one frame: landmarks -> fit -> visibility -> a saved record.
 
-See docs/design.md ("Recon stage", "Runtime"). For a frame (an annotated
-:class:`~nvsynth.datasets.mpii.Frame` and its calibrated camera):
-landmarks (:mod:`recon.landmarks`), the fit in the frame's calibrated camera
-(:mod:`recon.fit`), visibility (:mod:`recon.visibility`), then a
-:class:`~recon.record.ReconRecord` saved (atomically) at the item's output
-path and, with ``export_obj``, a textured OBJ beside it.
+See docs/design.md ("Recon stage", "Runtime"). For a frame (a
+:class:`~nvsynth.datasets.base.Sample` of any reader: image, calibrated
+camera, what the dataset knows of the face and gaze): landmarks
+(:mod:`recon.landmarks`, in the box of the six annotated points, else of the
+six model points posed by the labels' head pose, else of a face detector),
+the fit in the frame's calibrated camera (:mod:`recon.fit`), visibility
+(:mod:`recon.visibility`), then a :class:`~recon.record.ReconRecord` saved
+(atomically) at the item's output path and, with ``export_obj``, a textured
+OBJ beside it. The record's labels come from the sample's head pose and gaze
+(:func:`record_labels`; the head pose from the fit where the dataset has none).
 
 A :class:`FrameProcessor` holds what one worker slot needs (the landmark
 backend and the fit model, built inside the worker); :func:`process_frame`
@@ -18,6 +22,7 @@ process, cached records and the manifest are the runtime's
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +31,13 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from nvsynth.core import geometry
 from nvsynth.core.config import Config
 from nvsynth.core.errors import NvsynthError, ReconError
 from nvsynth.core.geometry import HeadPose
-from nvsynth.datasets.mpii import Camera, Frame
+from nvsynth.core.ibug68 import MPII_SIX
+from nvsynth.core.images import image_exists
+from nvsynth.datasets.base import Camera, Sample
 from nvsynth.recon.export import export_obj
 from nvsynth.recon.fan import check_fan
 from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, fit_weights, subdivision
@@ -51,7 +59,7 @@ class FrameOutcome:
     """What happened to one frame (one manifest row)."""
 
     frame_index: int
-    image: str  # "dayNN/NNNN.jpg"
+    image: str  # the frame as the dataset names it, e.g. "dayNN/NNNN.jpg"
     status: str  # "ok", "cached" or "skipped"
     reason: str
     reprojection_error_px: float  # nan when skipped
@@ -97,6 +105,39 @@ def fit_image(
     return lms, fit
 
 
+def box_points(sample: Sample) -> tuple[NDArray[np.float64] | None, str]:
+    """The six points that place the landmark backend's face box, and where they came from.
+
+    The annotated six points where the dataset has them; else the six model
+    points posed by the labels' head pose and projected (a normalized patch:
+    the face is where its labels say); else ``None`` (the backend detects the face).
+    """
+    if sample.landmarks_6 is not None:
+        return sample.landmarks_6, "annotation"
+    if sample.head is not None:
+        return sample.camera.project(sample.head.transform(geometry.FACE_MODEL_6), distort=True), "label"
+    return None, ""
+
+
+def record_labels(sample: Sample, fit: FitResult) -> tuple[geometry.HeadPose, NDArray[np.float64], str]:
+    """The head pose and 3D gaze target that define the record's labels, and the head pose's origin.
+
+    The dataset's head pose, else the six-point model pose of the fitted six
+    landmarks by MPIIGaze's PnP (:func:`nvsynth.core.geometry.head_pose_from_points`); the dataset's gaze
+    target, else the point along its gaze direction from that pose's face centre
+    (:func:`nvsynth.core.geometry.gaze_target_from_direction`).
+    """
+    head, origin = sample.head, "dataset"
+    if head is None:
+        six = np.asarray(fit.landmarks_3d, dtype=np.float64)[list(MPII_SIX)]
+        head, origin = geometry.head_pose_from_points(six, sample.camera.matrix), "fit"
+    if sample.gaze_target is not None:
+        target = np.asarray(sample.gaze_target, dtype=np.float64)
+    else:
+        target = geometry.gaze_target_from_direction(head.face_center(), np.asarray(sample.gaze_direction))
+    return head, target, origin
+
+
 def make_record(
     fit: FitResult,
     lms: Landmarks,
@@ -111,6 +152,8 @@ def make_record(
     annotation_rvec: NDArray[np.float64],
     annotation_tvec: NDArray[np.float64],
     gaze_target: NDArray[np.float64],
+    image_root: str | None = None,
+    head_origin: str | None = None,
 ) -> ReconRecord:
     """The record of a fitted frame: uv with lens distortion, visibility, all metadata.
 
@@ -148,6 +191,8 @@ def make_record(
         annotation_rotation_deg=fit.annotation_rotation_deg,
         landmark_rotation_deg=fit.landmark_rotation_deg,
         depth_correction_mm=fit.depth_correction_mm,
+        image_root=image_root,
+        head_origin=head_origin,
         **dense_record_fields(lms, fit.vertices, camera.matrix, camera.dist_coeffs),  # type: ignore[arg-type]
     )
 
@@ -162,32 +207,41 @@ class FrameProcessor:
         self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
 
     def process(self, task: FrameTask) -> FrameOutcome:
-        frame = task.frame
+        sample = task.sample
         t0 = time.perf_counter()
 
         def skipped(reason: str, detector: str = "") -> FrameOutcome:
             ms = (time.perf_counter() - t0) * 1e3
-            return FrameOutcome(frame.index, frame.relative_path, "skipped", reason, float("nan"), detector, ms)
+            return FrameOutcome(sample.frame_index, sample.name, "skipped", reason, float("nan"), detector, ms)
 
-        image = cv2.imread(str(frame.image_path), cv2.IMREAD_COLOR)
+        if sample.skip_reason:
+            return skipped(sample.skip_reason)
+        image = sample.load_image()
         if image is None:
-            why = "missing image" if not frame.image_path.is_file() else "unreadable or corrupt image"
+            why = "missing image" if not image_exists(sample.root, sample.image) else "unreadable or corrupt image"
             return skipped(why)
+        six, six_origin = box_points(sample)
         try:
-            lms, fit = fit_image(image, task.camera, self.landmarker, self.model, frame.landmarks_6, frame.head_pose)
+            # the fit is placed by the labels' head pose where the dataset has one (recon/placement.py)
+            lms, fit = fit_image(image, sample.camera, self.landmarker, self.model, six, sample.head)
+            if six_origin == "label":  # the box came from the labels, not from annotated points
+                lms = dataclasses.replace(lms, detector=lms.detector.replace("/annotation", "/label"))
+            head, target, origin = record_labels(sample, fit)
             rec = make_record(
                 fit,
                 lms,
-                task.camera,
+                sample.camera,
                 (image.shape[1], image.shape[0]),
                 self.model,
                 subdiv=self.subdiv,
-                subject=frame.subject,
-                frame_index=frame.index,
-                source_file=f"{frame.subject}/{frame.relative_path}",
-                annotation_rvec=frame.head_rvec,
-                annotation_tvec=frame.head_tvec,
-                gaze_target=frame.gaze_target,
+                subject=sample.subject,
+                frame_index=sample.frame_index,
+                source_file=sample.image,
+                annotation_rvec=head.rvec,
+                annotation_tvec=head.translation,
+                gaze_target=target,
+                image_root=str(Path(sample.root).resolve()),
+                head_origin=origin,
             )
         except (NoFaceError, FitError) as err:
             return skipped(str(err))
@@ -199,16 +253,15 @@ class FrameProcessor:
         ms = (time.perf_counter() - t0) * 1e3
         placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
         return FrameOutcome(
-            frame.index, frame.relative_path, "ok", "", rec.reprojection_error_px, rec.detector, ms, *placed
+            sample.frame_index, sample.name, "ok", "", rec.reprojection_error_px, rec.detector, ms, *placed
         )
 
 
 @dataclass(frozen=True)
 class FrameTask:
-    """One work item of the stage: a frame, its camera and where its record goes."""
+    """One work item of the stage: a sample (with its camera) and where its record goes."""
 
-    frame: Frame
-    camera: Camera
+    sample: Sample
     out_path: Path
     export_obj: bool
 
@@ -233,7 +286,7 @@ def process_frame(processor: FrameProcessor, task: FrameTask) -> FrameOutcome:
     return processor.process(task)
 
 
-def cached_outcome(frame: Frame, path: Path) -> FrameOutcome | None:
+def cached_outcome(sample: Sample, path: Path) -> FrameOutcome | None:
     """The outcome of a frame whose record exists and loads, else ``None``."""
     if not path.is_file():
         return None
@@ -243,7 +296,7 @@ def cached_outcome(frame: Frame, path: Path) -> FrameOutcome | None:
         return None
     placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
     return FrameOutcome(
-        frame.index, frame.relative_path, "cached", "", rec.reprojection_error_px, rec.detector, 0.0, *placed
+        sample.frame_index, sample.name, "cached", "", rec.reprojection_error_px, rec.detector, 0.0, *placed
     )
 
 

@@ -6,8 +6,11 @@ GL context is made in the process that renders, and the background listing);
 :func:`render_item` is the work function an executor of
 :mod:`nvsynth.runtime.executor` calls with it. Per source it
 
-1. loads the record and its source image, normalizes the source
-   (:func:`render.views.normalize_record`);
+1. loads the record and its source image (the record's ``image_root`` /
+   ``source_file``, an image file or an h5 row, :mod:`nvsynth.core.images`;
+   the configured input folder where the record's root has moved), normalizes
+   the source with the output's constants (``render.normalization``,
+   :func:`render.views.normalize_record`);
 2. samples the views (``view_rng(seed, subject, frame, view, STREAM_POSE)``,
    :func:`render.views.sample_view`) and their appearance
    (``STREAM_APPEARANCE``, :func:`render.appearance.sample_appearance`), so
@@ -32,13 +35,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from nvsynth.core import geometry
 from nvsynth.core.config import Config
 from nvsynth.core.errors import RenderError
 from nvsynth.core.h5io import encode_rows
+from nvsynth.core.images import image_exists, read_image
 from nvsynth.core.schema import FIELD_BY_NAME
 from nvsynth.core.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
 from nvsynth.recon.record import ReconRecord
@@ -94,7 +98,18 @@ class RenderSpec:
     cfg: Config
     seed: int
     pattern: Pattern
-    image_root: Path  # the records' ``source_file`` paths are relative to it
+    image_root: Path | None  # where ``source_file`` is when a record's own ``image_root`` does not hold it
+
+    @property
+    def norm(self) -> geometry.NormSpec:
+        """The output's normalization constants (``render.normalization``)."""
+        return geometry.NORM_SPECS[self.cfg.render.normalization]
+
+    def image_root_of(self, record: ReconRecord) -> Path | None:
+        """The folder the record's ``source_file`` is relative to: its own, else the configured input's."""
+        if record.image_root and image_exists(Path(record.image_root), record.source_file):
+            return Path(record.image_root)
+        return self.image_root
 
 
 @dataclass
@@ -155,7 +170,8 @@ class SourceRenderer:
 
         self.spec = spec
         self.backgrounds = backgrounds
-        self.renderer = FaceRenderer()
+        size = geometry.NORM_RENDER_SIZE
+        self.renderer = FaceRenderer(size, camera_matrix=geometry.normalized_camera_matrix(size, spec.norm))
         self.chart = TemplateChart.of(template_from_config(spec.cfg))  # the atlas layout, rasterised once
         self._gl_name = ""
         self._full: NDArray[np.uint8] | None = None  # render_composited's output, reused from source to source
@@ -193,11 +209,11 @@ class SourceRenderer:
             record = ReconRecord.load(source.path)
         except (OSError, ValueError) as err:
             return skip_all(f"unreadable recon record {source.path} ({str(err).splitlines()[0]})")
-        image_path = self.spec.image_root / record.source_file
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        root = self.spec.image_root_of(record)
+        image = None if root is None else read_image(root, record.source_file)
         if image is None:
-            return skip_all(f"source image not found or unreadable: {image_path}")
-        src = normalize_record(record)
+            return skip_all(f"source image not found or unreadable: {Path(root or '') / record.source_file}")
+        src = normalize_record(record, self.spec.norm)
         lap("load")
 
         views: list[View] = []

@@ -4,9 +4,11 @@ Everything follows :mod:`nvsynth.core.geometry`; nothing here restates a formula
 
 1. The source is normalized as in Zhang et al. 2018, but rigidly: points are
    rotated by the normalizing rotation R about the camera origin, then moved
-   along the optical axis so the face centre sits at (0, 0, 300) mm. The mesh
-   is not S-scaled (a z-scale would distort it); the normalized camera's
-   focal length does the zoom.
+   along the optical axis so the face centre sits at (0, 0, d) mm, d the
+   distance of the output's :class:`~nvsynth.core.geometry.NormSpec`
+   (``render.normalization``: 300 for ``mpii-nv``, 600 for ``eth-xgaze``).
+   The mesh is not S-scaled (a z-scale would distort it); the normalized
+   camera's focal length does the zoom.
 2. The source's normalized head pose H_s = R . hR has no roll, so it is
    hR(p_s, y_s). A target (p_t, y_t) turns everything about the face centre by
    rot = hR(p_t, y_t) . hR(p_s, y_s)^-1.
@@ -27,8 +29,13 @@ from numpy.typing import ArrayLike, NDArray
 from nvsynth.core import geometry
 from nvsynth.recon.record import ReconRecord
 
-#: Where the face centre sits in normalized camera coordinates, mm.
+#: Where the face centre sits in normalized camera coordinates, mm (``mpii-nv``).
 FACE_CENTER_NORM = np.array([0.0, 0.0, geometry.NORM_DISTANCE])
+
+
+def face_center_norm(spec: geometry.NormSpec) -> NDArray[np.float64]:
+    """Where the face centre sits in the normalized camera of ``spec``, mm."""
+    return np.array([0.0, 0.0, spec.distance])
 
 
 def rigid_matrix(rotation: ArrayLike, translation: ArrayLike) -> NDArray[np.float64]:
@@ -61,6 +68,7 @@ class NormalizedSource:
     pose: NDArray[np.float64]  # (2,) (p_s, y_s)
     gaze: NDArray[np.float64]  # (3,) unit gaze g_s, normalized camera
     gaze_labels: NDArray[np.float64]  # (2,) Zhang's gaze (pitch, yaw)
+    spec: geometry.NormSpec = geometry.MPII_NV  # the output's normalization constants
 
     @property
     def gaze_in_head(self) -> NDArray[np.float64]:
@@ -69,13 +77,17 @@ class NormalizedSource:
 
 
 def normalize_source(
-    rvec: ArrayLike, tvec: ArrayLike, camera_matrix: ArrayLike, gaze_target: ArrayLike
+    rvec: ArrayLike,
+    tvec: ArrayLike,
+    camera_matrix: ArrayLike,
+    gaze_target: ArrayLike,
+    spec: geometry.NormSpec = geometry.MPII_NV,
 ) -> NormalizedSource:
     """Rigidly normalize a frame given its annotated head pose, camera and 3D gaze target."""
     pose = geometry.HeadPose.from_rvec(rvec, tvec)
-    norm = geometry.normalize(pose, camera_matrix)
+    norm = geometry.normalize(pose, camera_matrix, spec=spec)
     R = norm.rotation
-    shift = FACE_CENTER_NORM - R @ norm.face_center  # along the optical axis only
+    shift = face_center_norm(spec) - R @ norm.face_center  # along the optical axis only
     H = norm.head_rotation_norm
     g = norm.gaze_vector(gaze_target)
     return NormalizedSource(
@@ -85,12 +97,15 @@ def normalize_source(
         pose=geometry.pitchyaw_from_head_rotation(H),
         gaze=g,
         gaze_labels=geometry.pitchyaw_from_vector(g),
+        spec=spec,
     )
 
 
-def normalize_record(record: ReconRecord) -> NormalizedSource:
-    """:func:`normalize_source` on a recon record's annotation."""
-    return normalize_source(record.annotation_rvec, record.annotation_tvec, record.camera_matrix, record.gaze_target)
+def normalize_record(record: ReconRecord, spec: geometry.NormSpec = geometry.MPII_NV) -> NormalizedSource:
+    """:func:`normalize_source` on a recon record's labels (its head pose and gaze target)."""
+    return normalize_source(
+        record.annotation_rvec, record.annotation_tvec, record.camera_matrix, record.gaze_target, spec
+    )
 
 
 @dataclass(frozen=True)
@@ -108,17 +123,20 @@ class View:
     landmarks_norm: NDArray[np.float64]  # (68, 2) 224-patch pixels
 
 
-def landmarks_to_patch(transform: ArrayLike, landmarks_3d: ArrayLike) -> NDArray[np.float64]:
+def landmarks_to_patch(
+    transform: ArrayLike, landmarks_3d: ArrayLike, spec: geometry.NormSpec = geometry.MPII_NV
+) -> NDArray[np.float64]:
     """Source-camera landmarks through ``transform``, projected into the 224 patch."""
     pts = apply_rigid(transform, landmarks_3d)
-    return geometry.render_to_patch_pixels(geometry.project(pts, geometry.normalized_camera_matrix()))
+    K = geometry.normalized_camera_matrix(geometry.NORM_RENDER_SIZE, spec)
+    return geometry.render_to_patch_pixels(geometry.project(pts, K))
 
 
 def make_view(source: NormalizedSource, target: ArrayLike, landmarks_3d: ArrayLike) -> View | None:
     """Turn the normalized source to head pose ``target``; ``None`` if re-normalization is degenerate."""
     target = np.asarray(target, dtype=np.float64).reshape(2)
     rot = geometry.head_rotation_from_pitchyaw(*target) @ source.head_rotation.T
-    c = FACE_CENTER_NORM
+    c = face_center_norm(source.spec)
     turned = rigid_matrix(rot, c - rot @ c)
     H_turned = rot @ source.head_rotation
     if np.hypot(H_turned[0, 0], H_turned[1, 0]) < 1e-9:  # head x axis along the optical axis: roll undefined
@@ -137,7 +155,7 @@ def make_view(source: NormalizedSource, target: ArrayLike, landmarks_3d: ArrayLi
         face_gaze=geometry.pitchyaw_from_vector(g),
         face_head_pose=geometry.pitchyaw_from_head_rotation(H),
         face_mat_norm=source.normalization.rotation,
-        landmarks_norm=landmarks_to_patch(transform, landmarks_3d),
+        landmarks_norm=landmarks_to_patch(transform, landmarks_3d, source.spec),
     )
 
 

@@ -30,7 +30,8 @@ def test_defaults_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg == Config()
     assert cfg.render.pattern == "gaussian" and cfg.render.views == 16 and cfg.render.seed == 0
     assert cfg.recon.detector == "dlib" and cfg.recon.workers == 1
-    assert cfg.data.mpii.raw is None and cfg.data.background_path is None
+    assert cfg.data.input is None and cfg.data.kind == "auto" and cfg.data.records is None
+    assert cfg.data.background_path is None and cfg.render.normalization == "mpii-nv"
     assert len(cfg.digest()) == 16 and cfg.digest() == Config().digest()
 
 
@@ -44,9 +45,9 @@ def test_repository_config_validates() -> None:
     """The shipped config_path.yaml has placeholder paths; validation must not require them to exist."""
     path = REPO / "config_path.yaml"
     cfg = load_config(path)
-    raw = cfg.data.mpii.raw
+    raw = cfg.data.input
     assert raw is not None and not raw.exists()  # a placeholder, accepted as is
-    assert cfg.data.mpii.obj == (REPO / "recon_out").resolve()  # relative to the file's folder
+    assert cfg.data.records == (REPO / "recon_out").resolve()  # relative to the file's folder
     assert cfg.render.light.ambient == (0.4, 0.8)
 
     def keys(node: dict, prefix: str = "") -> set[str]:
@@ -106,7 +107,9 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "list.yaml")
 
 
-def test_relative_paths_resolve_against_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_resolve_against_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     folder = tmp_path / "conf"
     folder.mkdir()
     cfg_file = folder / "mine.yaml"
@@ -119,8 +122,11 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path, monkeypatc
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the working directory must not matter
     cfg = load_config(Path("../conf/mine.yaml"))
-    assert cfg.data.mpii.raw == (tmp_path / "MPIIFaceGaze").resolve()
-    assert cfg.data.mpii.obj == (folder / "out" / "recon").resolve()
+    # the deprecated data.mpii keys still work, and say so in one line
+    assert cfg.data.input == (tmp_path / "MPIIFaceGaze").resolve()
+    assert cfg.data.records == (folder / "out" / "recon").resolve()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "deprecated" in err and "data.input" in err
     assert cfg.data.background_path == (folder / "bg").resolve()
     assert cfg.render.pattern_file == (folder / "poses.npy").resolve()
     assert cfg.assets.face_template == Path("~/models/face.obj").expanduser()
@@ -142,11 +148,25 @@ def test_cli_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         with_overrides(cfg, {"render.views": 0})
     # a relative path given on the command line resolves against the working directory
     monkeypatch.chdir(tmp_path)
-    out = with_overrides(cfg, {"data.mpii.raw": Path("mpii")})
-    assert out.data.mpii.raw == (tmp_path / "mpii").resolve()
+    out = with_overrides(cfg, {"data.input": Path("mpii")})
+    assert out.data.input == (tmp_path / "mpii").resolve()
 
 
 def test_config_is_frozen() -> None:
     cfg = from_dict({"render": {"views": 2}})
     with pytest.raises(Exception, match="frozen"):
         cfg.render.views = 3  # type: ignore[misc]
+
+
+def test_data_keys_new_and_deprecated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = from_dict({"data": {"input": "x.h5", "kind": "xgaze-h5", "records": "r"}}, base=tmp_path)
+    assert (cfg.data.input, cfg.data.kind, cfg.data.records) == (tmp_path / "x.h5", "xgaze-h5", tmp_path / "r")
+    assert capsys.readouterr().err == ""  # no deprecation line for the new keys
+    with pytest.raises(ConfigError, match=r"'data\.kind'"):
+        from_dict({"data": {"kind": "mpii"}})
+    with pytest.raises(ConfigError, match=r"data\.mpii\.raw and data\.input disagree"):
+        from_dict({"data": {"input": "/a", "mpii": {"raw": "/b"}}})
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.mpii\.rw'"):
+        from_dict({"data": {"mpii": {"rw": "/b"}}})
+    with pytest.raises(ConfigError, match=r"'render\.normalization'"):
+        from_dict({"render": {"normalization": "xgaze"}})

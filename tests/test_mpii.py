@@ -192,7 +192,7 @@ def test_optional_calibration_files(tmp_path: Path) -> None:
 def test_list_and_select_subjects(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="MPIIFaceGaze root not found") as missing:
         mpii.list_subjects(tmp_path / "absent")
-    assert exit_code(missing.value) == 2  # names data.mpii.raw: a configuration mistake
+    assert exit_code(missing.value) == 2  # names data.input: a configuration mistake
     with pytest.raises(DatasetError, match="no subject folders"):
         mpii.select_subjects(tmp_path, None)
     for name in ("p03", "p00", "p14"):

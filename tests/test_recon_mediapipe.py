@@ -23,7 +23,7 @@ from nvsynth.recon.eyes import EYE_CORNER_VERTICES, EYELID_VERTICES, eye_plane, 
 from nvsynth.recon.fit import FitModel, fit_landmarks
 from nvsynth.recon.landmarks import DlibLandmarker, NoFaceError, make_landmarker, normalized_error, read_pts
 from nvsynth.recon.mediapipe import MediaPipeLandmarker, Roi, dense_record_fields
-from nvsynth.recon.record import OPTIONAL_FIELDS, ReconRecord
+from nvsynth.recon.record import DENSE_FIELDS, OPTIONAL_FIELDS, ReconRecord
 from nvsynth.recon.template import load_landmark_map, load_template
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def test_iris_3d_on_the_fitted_sample_face(shared: Path, dense: MediaPipeLandmar
         assert np.linalg.norm(p3[eye] - corners.mean(axis=0)) < 0.25 * np.linalg.norm(corners[1] - corners[0])
     assert 50.0 < np.linalg.norm(p3[1] - p3[0]) < 70.0
     extra = dense_record_fields(lms, fit.vertices, cam.matrix, cam.dist_coeffs)
-    assert set(extra) == set(OPTIONAL_FIELDS)
+    assert set(extra) == set(DENSE_FIELDS)
     np.testing.assert_allclose(extra["iris_3d"], p3, atol=1e-3)
     assert dense_record_fields(DlibLandmarker()(fr.load_image(), fr.landmarks_6), fit.vertices, cam.matrix, None) == {}
 
@@ -185,7 +185,7 @@ def test_recon_with_the_mediapipe_backend(
     monkeypatch.setenv("NVSYNTH_IRIS_LANDMARK_MODEL", str(models[1]))
     shutil.copytree(SAMPLE / "p00", tmp_path / "raw" / "p00")
     cfg = tmp_path / "config_path.yaml"
-    cfg.write_text("data:\n  mpii:\n    raw: raw\n    obj: obj\nrecon:\n  detector: mediapipe\n")
+    cfg.write_text("data:\n  input: raw\n  records: obj\nrecon:\n  detector: mediapipe\n")
     assert main(["recon", "--config", str(cfg), "--limit", "2"]) == 0
     path = tmp_path / "obj" / "p00" / "day01" / "0001.npz"
     rec = ReconRecord.load(path)

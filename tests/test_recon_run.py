@@ -21,7 +21,7 @@ def make_dataset(tmp_path: Path) -> Path:
     """A copy of the sample subject and a config pointing at it; returns the config path."""
     shutil.copytree(SAMPLE / "p00", tmp_path / "raw" / "p00")
     cfg = tmp_path / "config_path.yaml"
-    cfg.write_text("data:\n  mpii:\n    raw: raw\n    obj: obj\n")
+    cfg.write_text("data:\n  input: raw\n  records: obj\n")
     return cfg
 
 
@@ -131,6 +131,6 @@ def test_missing_template_offline_is_one_line(
 def test_unset_output_folder_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     shutil.copytree(SAMPLE / "p00", tmp_path / "raw" / "p00")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data:\n  mpii:\n    raw: raw\n")
+    cfg.write_text("data:\n  input: raw\n")
     assert main(["recon", "--config", str(cfg)]) == 2
-    assert "data.mpii.obj" in capsys.readouterr().err
+    assert "data.records" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def large(tmp_path_factory: pytest.TempPathFactory, template_path: Path, shared:
 def _cfg(raw: Path, obj: Path, **render: object) -> Config:
     r = {"views": 4, "seed": 5, "pattern": "gaussian"}
     r.update(render)
-    return from_dict({"data": {"mpii": {"raw": str(raw), "obj": str(obj)}}, "render": r})
+    return from_dict({"data": {"input": str(raw), "records": str(obj)}, "render": r})
 
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
@@ -197,7 +197,7 @@ def test_no_records_is_one_line_from_the_cli(
     raw, _ = small
     (tmp_path / "obj" / "p03").mkdir(parents=True)
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(yaml.safe_dump({"data": {"mpii": {"raw": str(raw), "obj": str(tmp_path / "obj")}}}))
+    cfg_path.write_text(yaml.safe_dump({"data": {"input": str(raw), "records": str(tmp_path / "obj")}}))
     rc = main(["render", "-save", str(tmp_path / "out"), "--config", str(cfg_path), "--subjects", "p03"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1
@@ -209,7 +209,7 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
     raw, obj = large
     settings = {"views": 8, "seed": 9, "workers": 1}
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(yaml.safe_dump({"data": {"mpii": {"raw": str(raw), "obj": str(obj)}}, "render": settings}))
+    cfg_path.write_text(yaml.safe_dump({"data": {"input": str(raw), "records": str(obj)}, "render": settings}))
     out = tmp_path / "out"
     final = out / "p01.h5"
     cmd = [sys.executable, "-m", "nvsynth.app.cli", "render", "-save", str(out), "--config", str(cfg_path)]
@@ -246,7 +246,7 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
         pairs = list(zip(f["frame_index"][...].tolist(), f["view_index"][...].tolist(), strict=True))
     assert len(pairs) == len(set(pairs)) == 320
 
-    cfg = from_dict({"data": {"mpii": {"raw": str(raw), "obj": str(obj)}}, "render": settings})
+    cfg = from_dict({"data": {"input": str(raw), "records": str(obj)}, "render": settings})
     run(cfg, tmp_path / "straight")
     _assert_same(final, tmp_path / "straight" / "p01.h5")
 

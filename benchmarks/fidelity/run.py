@@ -52,7 +52,8 @@ def write_config(root: Path, workers: int = 1, recon: dict[str, str] | None = No
     cfg = Path(root) / "config.yaml"
     cfg.write_text(
         "data:\n"
-        f"  mpii: {{raw: '{Path(root) / 'raw'}', obj: '{Path(root) / 'obj'}'}}\n"
+        f"  input: '{Path(root) / 'raw'}'\n"
+        f"  records: '{Path(root) / 'obj'}'\n"
         "  background_path: null\n"
         f"recon: {{workers: {workers}{extra}}}\n"
         f"render: {{appearance: plain, workers: {workers}, light: {{enabled: false}}}}\n"

@@ -15,6 +15,9 @@ from pathlib import Path
 from nvsynth import __version__
 from nvsynth.core.errors import ConfigError, NvsynthError
 
+#: ``--input-kind`` (``data.kind`` in nvsynth.core.config; readers in nvsynth.datasets.registry).
+DATA_KINDS = ("auto", "mpiifacegaze", "xgaze-h5", "folder")
+
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -31,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nvsynth",
         description=(
             "Novel-view synthesis for gaze datasets (MPII-NV). "
-            "Run `recon` on MPIIFaceGaze, then `render -save OUTDIR`, then `inspect OUTDIR`."
+            "Run `recon` on a dataset (MPIIFaceGaze, ETH-XGaze-layout h5, a folder of calibrated images), "
+            "then `render -save OUTDIR`, then `inspect OUTDIR`."
         ),
     )
     parser.add_argument("--version", action="version", version=f"nvsynth {__version__}")
@@ -39,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recon", help="fit a metric 3D face mesh to every source frame")
     _add_config(p)
+    p.add_argument(
+        "--input",
+        type=Path,
+        metavar="PATH",
+        help="the dataset (default: data.input): an MPIIFaceGaze root, an ETH-XGaze-layout .h5 or folder of them, "
+        "or a folder with labels.csv",
+    )
+    p.add_argument(
+        "--input-kind", choices=list(DATA_KINDS), help="the dataset reader (default: data.kind, auto: detected)"
+    )
     p.add_argument("--subjects", metavar="LIST", help="comma-separated subjects, e.g. p00,p03 (default: all)")
     p.add_argument("--limit", type=int, metavar="K", help="at most K frames per subject")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: recon.workers)")
@@ -58,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="head-pose pattern (default: render.pattern)",
     )
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default: render.seed)")
+    p.add_argument(
+        "--normalization",
+        choices=["mpii-nv", "eth-xgaze"],
+        help="output normalization constants (default: render.normalization)",
+    )
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: render.workers)")
     p.add_argument("--limit", type=int, metavar="K", help="at most K source frames per subject")
     p.add_argument("--resume", action="store_true", help="finish interrupted subjects, skip finished ones")
@@ -90,9 +109,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     # The config is validated before a stage module is imported, so that a bad
     # config reports itself (exit 2) even where a stage cannot load.
     if args.command == "recon":
-        cfg = with_overrides(
-            load_config(args.config), {"recon.workers": args.workers, "recon.export_obj": args.export_obj}
-        )
+        overrides = {
+            "recon.workers": args.workers,
+            "recon.export_obj": args.export_obj,
+            "data.input": args.input.resolve() if args.input is not None else None,
+            "data.kind": args.input_kind,
+        }
+        cfg = with_overrides(load_config(args.config), overrides)
         from nvsynth.runtime.recon_run import run as run_recon
 
         return run_recon(cfg, subjects=args.subjects, limit=args.limit, force=args.force)
@@ -104,6 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "render.pattern": args.pattern,
                 "render.seed": args.seed,
                 "render.workers": args.workers,
+                "render.normalization": args.normalization,
             },
         )
         from nvsynth.runtime.render_run import run as run_render

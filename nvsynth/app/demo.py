@@ -37,8 +37,9 @@ def demo_config(base: Config, out: Path) -> Config:
     return with_overrides(
         base,
         {
-            "data.mpii.raw": str(sample_root()),
-            "data.mpii.obj": str(out / "recon"),
+            "data.input": str(sample_root()),
+            "data.kind": "mpiifacegaze",
+            "data.records": str(out / "recon"),
             "render.views": DEMO_VIEWS,
             "render.pattern": "gaussian",
             "render.workers": 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,13 +25,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class MpiiPaths(_Section):
-    raw: Path | None = None  # MPIIFaceGaze root (holds p00 ... p14)
-    obj: Path | None = None  # recon output root
+#: ``data.kind``: the dataset readers (nvsynth.datasets.registry); ``auto`` detects one from ``data.input``.
+DataKind = Literal["auto", "mpiifacegaze", "xgaze-h5", "folder"]
+#: Deprecated ``data.mpii`` keys and the keys that replaced them.
+LEGACY_DATA_KEYS = {"raw": "input", "obj": "records"}
 
 
 class DataConfig(_Section):
-    mpii: MpiiPaths = MpiiPaths()
+    input: Path | None = None  # the dataset: an MPIIFaceGaze root, an ETH-XGaze-layout .h5 (or folder), a folder
+    kind: DataKind = "auto"
+    records: Path | None = None  # recon output root (one folder per subject)
     background_path: Path | None = None  # folder of background images (optional)
 
 
@@ -72,6 +76,9 @@ class RenderConfig(_Section):
     max_pose_deg: float = Field(80.0, gt=0.0, le=90.0)
     max_attempts: int = Field(20, ge=1)
     appearance: Literal["mpii-nv", "plain"] = "mpii-nv"
+    # output normalization constants (nvsynth.core.geometry.NORM_SPECS): mpii-nv (focal 960 at 448 px, 300 mm)
+    # or eth-xgaze (focal 960 at 224 px, 600 mm); patches are stored at 224 either way
+    normalization: Literal["mpii-nv", "eth-xgaze"] = "mpii-nv"
     light: LightConfig = LightConfig()
 
 
@@ -88,6 +95,8 @@ class Config(_Section):
 
 
 _PATH_FIELDS = (
+    ("data", "input"),
+    ("data", "records"),
     ("data", "mpii", "raw"),
     ("data", "mpii", "obj"),
     ("data", "background_path"),
@@ -121,10 +130,39 @@ def _format_error(err: ValidationError) -> str:
     return f"config: key '{key}': {e['msg']} (got {e.get('input')!r})"
 
 
+def _legacy_data_keys(raw: dict[str, Any]) -> None:
+    """Move the deprecated ``data.mpii.raw`` / ``data.mpii.obj`` to ``data.input`` / ``data.records``, saying so."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or "mpii" not in data:
+        return
+    mpii = data.pop("mpii")
+    if mpii is None:
+        return
+    if not isinstance(mpii, dict):
+        raise ConfigError("config: key 'data.mpii': expected a mapping (deprecated: use data.input, data.records)")
+    for old, value in mpii.items():
+        new = LEGACY_DATA_KEYS.get(old)
+        if new is None:
+            raise ConfigError(f"config: unknown key 'data.mpii.{old}'")
+        if value is None:
+            continue
+        if data.get(new) is not None and data[new] != value:
+            raise ConfigError(f"config: data.mpii.{old} and data.{new} disagree: keep data.{new} only")
+        data[new] = value
+    print(
+        "nvsynth: config: data.mpii.raw / data.mpii.obj are deprecated: use data.input / data.records",
+        file=sys.stderr,
+    )
+
+
 def from_dict(raw: dict[str, Any], base: Path | None = None) -> Config:
-    """Validate a config mapping; relative paths resolve against ``base``."""
+    """Validate a config mapping; relative paths resolve against ``base``.
+
+    The deprecated ``data.mpii.raw`` / ``data.mpii.obj`` still work (one line on stderr).
+    """
     raw = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
     _resolve_paths(raw, base or Path.cwd())
+    _legacy_data_keys(raw)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

@@ -22,12 +22,28 @@ Sources
   So looking or turning up gives positive pitch, and toward image-left
   (the subject's right) gives positive yaw.
 * hR(p, y) = Ry(y) . Rx(-p): the zero-roll head rotation whose labels read
-  back as (p, y).
+  back as (p, y). For |y| <= 90 degrees it is the only rotation with those
+  labels whose x axis has no component along the camera's y axis (the
+  constraint the normalization puts on the normalized head,
+  ``normalizing_rotation``): a normalized patch's ``face_head_pose`` gives back
+  its head rotation exactly (:func:`normalized_head_rotation`, any yaw).
+* Two sets of normalization constants (:class:`NormSpec`): ``mpii-nv``
+  (nvsynth's default: focal 960 at 448 px, 300 mm, stored at 224) and
+  ``eth-xgaze`` (ETH-XGaze's ``normalizeData_face``: focal 960 at 224 px,
+  600 mm, principal point at 112). Same focal-to-distance ratio, so the same
+  face scale, a different perspective.
+* A head pose given by a rotation and a face centre (datasets without
+  six-point model poses) is the MPIIGaze model pose whose six-point mean is
+  that centre (:meth:`HeadPose.from_face_center`); without any head pose, the
+  fitted mesh's six points give one by the same PnP (:func:`head_pose_from_points`);
+  a gaze direction without a
+  target becomes the target ``GAZE_TARGET_DISTANCE`` mm from the face centre
+  along it (the labels use only the direction).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -48,24 +64,53 @@ FACE_MODEL_6 = np.array(
     dtype=np.float64,
 )
 
-#: Zhang et al. 2018 / ETH-XGaze normalization constants.
+#: Zhang et al. 2018 / ETH-XGaze normalization constants as nvsynth renders them (``mpii-nv``).
 NORM_FOCAL = 960.0
 NORM_DISTANCE = 300.0
 NORM_RENDER_SIZE = 448
 NORM_PATCH_SIZE = 224
+#: Distance of the gaze target made from a gaze direction, mm (any positive value gives the same labels).
+GAZE_TARGET_DISTANCE = 1000.0
 
 
-def normalized_camera_matrix(size: int = NORM_RENDER_SIZE) -> NDArray[np.float64]:
-    """The normalized camera: focal 960 at 448 px, principal point at (224, 224).
+@dataclass(frozen=True)
+class NormSpec:
+    """Normalization constants: a camera of focal ``focal`` at ``size`` px (principal point at the centre).
 
-    ``size`` other than 448 is the 448 render resampled to ``size``: focal
-    scales with the image and the principal point maps as pixel centres do
-    (:func:`render_to_patch_pixels`), so ``normalized_camera_matrix(224)`` is the
-    camera of the stored 224 patch (focal 480, principal point 111.75).
+    nvsynth always renders at :data:`NORM_RENDER_SIZE` and area-resizes to the
+    stored patch (:data:`NORM_PATCH_SIZE`); the camera at any other pixel size
+    is this one resampled (:func:`normalized_camera_matrix`).
     """
-    s = size / NORM_RENDER_SIZE
-    f = NORM_FOCAL * s
-    c = (NORM_RENDER_SIZE / 2.0 + 0.5) * s - 0.5
+
+    name: str
+    focal: float  # pixels, at ``size``
+    distance: float  # mm from the camera to the face centre
+    size: int  # the image size the focal and principal point refer to
+
+    def camera_matrix(self, size: int | None = None) -> NDArray[np.float64]:
+        return normalized_camera_matrix(self.size if size is None else size, self)
+
+
+#: nvsynth's own output (MPII-NV, Gaze-NV-Rendering): focal 960 at 448 px, 300 mm, stored at 224.
+MPII_NV = NormSpec("mpii-nv", NORM_FOCAL, NORM_DISTANCE, NORM_RENDER_SIZE)
+#: ETH-XGaze's ``normalizeData_face`` (Zhang et al., ECCV 2020 code): focal 960, 600 mm, 224x224, centre 112.
+ETH_XGAZE = NormSpec("eth-xgaze", 960.0, 600.0, 224)
+NORM_SPECS: dict[str, NormSpec] = {s.name: s for s in (MPII_NV, ETH_XGAZE)}
+
+
+def normalized_camera_matrix(size: int = NORM_RENDER_SIZE, spec: NormSpec = MPII_NV) -> NDArray[np.float64]:
+    """The normalized camera at ``size`` px: ``spec``'s focal and centre, resampled (default focal 960 at 448).
+
+    ``size`` other than ``spec.size`` is the ``spec.size`` image resampled to
+    ``size``: focal scales with the image and the principal point maps as pixel
+    centres do (:func:`render_to_patch_pixels`), so ``normalized_camera_matrix(224)``
+    is the camera of the stored 224 patch (focal 480, principal point 111.75),
+    and ``normalized_camera_matrix(448, ETH_XGAZE)`` renders at 448 what an
+    area resize turns into ETH-XGaze's camera (focal 960, principal point 112).
+    """
+    s = size / spec.size
+    f = spec.focal * s
+    c = (spec.size / 2.0 + 0.5) * s - 0.5
     return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
 
 
@@ -98,6 +143,20 @@ def rot_y(a: float) -> NDArray[np.float64]:
 def head_rotation_from_pitchyaw(pitch: float, yaw: float) -> NDArray[np.float64]:
     """hR(p, y) = Ry(y) . Rx(-p), the zero-roll head rotation labelled (p, y)."""
     return rot_y(yaw) @ rot_x(-pitch)
+
+
+def normalized_head_rotation(pitch: float, yaw: float) -> NDArray[np.float64]:
+    """The normalized head rotation whose labels are (pitch, yaw).
+
+    Normalization (:func:`normalizing_rotation`) leaves the head's x axis in
+    the normalized camera's x-z plane, on the side of +x. Of the rotations
+    labelled (p, y) exactly one does that: hR(p, y) when |y| <= 90 degrees
+    (every face seen from the front), hR(p, y) . Rz(pi) beyond.
+    """
+    H = head_rotation_from_pitchyaw(pitch, yaw)
+    if H[0, 0] < 0.0:
+        H = H @ np.diag([-1.0, -1.0, 1.0])
+    return H
 
 
 def pitchyaw_from_head_rotation(H: ArrayLike) -> NDArray[np.float64]:
@@ -146,14 +205,26 @@ class HeadPose:
 
     rotation: NDArray[np.float64]
     translation: NDArray[np.float64]
+    #: the rotation vector it was made from, kept so that :attr:`rvec` gives it back bit for bit
+    given_rvec: NDArray[np.float64] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_rvec(cls, rvec: ArrayLike, tvec: ArrayLike) -> HeadPose:
-        R, _ = cv2.Rodrigues(np.asarray(rvec, dtype=np.float64).reshape(3, 1))
-        return cls(R, np.asarray(tvec, dtype=np.float64).reshape(3))
+        r = np.asarray(rvec, dtype=np.float64).reshape(3)
+        R, _ = cv2.Rodrigues(r.reshape(3, 1))
+        return cls(R, np.asarray(tvec, dtype=np.float64).reshape(3), r.copy())
+
+    @classmethod
+    def from_face_center(cls, rotation: ArrayLike, face_center: ArrayLike) -> HeadPose:
+        """The six-point model pose with rotation ``rotation`` whose face centre is ``face_center``."""
+        R = np.asarray(rotation, dtype=np.float64).reshape(3, 3)
+        c = np.asarray(face_center, dtype=np.float64).reshape(3)
+        return cls(R, c - R @ FACE_MODEL_6.mean(axis=0))
 
     @property
     def rvec(self) -> NDArray[np.float64]:
+        if self.given_rvec is not None:
+            return self.given_rvec
         return cv2.Rodrigues(self.rotation)[0].reshape(3)
 
     def transform(self, points: ArrayLike) -> NDArray[np.float64]:
@@ -183,6 +254,24 @@ def estimate_head_pose(
     if not ok:
         raise ValueError("iterative PnP failed on the 6 face landmarks")
     return HeadPose.from_rvec(rvec, tvec)
+
+
+def head_pose_from_points(points_6: ArrayLike, camera_matrix: ArrayLike) -> HeadPose:
+    """The six-point model pose of six 3D points (camera mm, FACE_MODEL_6's order) seen by a camera.
+
+    MPIIGaze's own procedure (:func:`estimate_head_pose`: PnP of the generic
+    model) on the points' ideal projections, so that a head pose taken from a
+    fitted mesh follows the same convention as an annotated one (the generic
+    model's proportions, not the mesh's, decide the rotation and depth).
+    """
+    K = np.asarray(camera_matrix, dtype=np.float64)
+    return estimate_head_pose(project(points_6, K), K, np.zeros(5))
+
+
+def gaze_target_from_direction(face_center: ArrayLike, direction: ArrayLike) -> NDArray[np.float64]:
+    """The 3D gaze target ``GAZE_TARGET_DISTANCE`` mm from the face centre along ``direction``."""
+    d = np.asarray(direction, dtype=np.float64).reshape(3)
+    return np.asarray(face_center, dtype=np.float64).reshape(3) + GAZE_TARGET_DISTANCE * d / np.linalg.norm(d)
 
 
 # --- data normalization (Zhang et al. 2018) -------------------------------------
@@ -241,13 +330,14 @@ def normalize(
     head_pose: HeadPose,
     camera_matrix: ArrayLike,
     face_center: ArrayLike | None = None,
+    spec: NormSpec = MPII_NV,
 ) -> Normalization:
-    """Zhang's normalization of a frame with the given head pose and camera."""
+    """Zhang's normalization of a frame with the given head pose and camera (warp to the 448 render)."""
     c = head_pose.face_center() if face_center is None else np.asarray(face_center, float).reshape(3)
     R = normalizing_rotation(c, head_pose.rotation)
-    S = np.diag([1.0, 1.0, NORM_DISTANCE / np.linalg.norm(c)])
+    S = np.diag([1.0, 1.0, spec.distance / np.linalg.norm(c)])
     K = np.asarray(camera_matrix, dtype=np.float64)
-    W = normalized_camera_matrix() @ S @ R @ np.linalg.inv(K)
+    W = normalized_camera_matrix(NORM_RENDER_SIZE, spec) @ S @ R @ np.linalg.inv(K)
     return Normalization(R, S, W, c, head_pose.rotation)
 
 

@@ -45,7 +45,7 @@ class Field:
 
 @dataclass(frozen=True)
 class Attr:
-    """One HDF5 attribute: ``kind`` is ``"int"``, ``"str"``, ``"json"`` (a JSON text) or ``"str[]"``."""
+    """One HDF5 attribute: ``kind`` is ``"int"``, ``"float"``, ``"str"``, ``"json"`` (a JSON text) or ``"str[]"``."""
 
     name: str
     kind: str
@@ -61,8 +61,8 @@ CORE_FIELDS: tuple[Field, ...] = (
     Field("rotation_matrix", (3, 3), "float32", "novel-view rotation applied in normalized space"),
     Field("face_mat_norm", (3, 3), "float32", "the source frame's normalizing rotation R"),
     Field("landmarks_norm", (68, 2), "float32", "68 fitted landmarks in patch pixels"),
-    Field("frame_index", (), "int32", "row of the subject's annotation file"),
-    Field("source_file", (), "str", "source image, relative to the dataset root"),
+    Field("frame_index", (), "int32", "the source frame's index in its subject (annotation, h5 or labels.csv row)"),
+    Field("source_file", (), "str", "source image relative to the dataset root (a path, or 'file.h5#row')"),
 )
 
 #: The head-pose sampling of each row.
@@ -109,8 +109,16 @@ PROGRESS_ATTR = "progress_frame"
 #: File attribute: JSON list of the views and sources that were skipped, with reasons.
 SKIPS_ATTR = "skipped_views"
 
+#: File attributes: the normalization constants of the patches (nvsynth.core.geometry.NormSpec), read back
+#: by the xgaze-h5 reader (name, focal in pixels at ``norm_size`` px, face-centre distance in mm, that size).
+NORM_ATTRS: tuple[str, str, str, str] = ("normalization", "norm_focal", "norm_distance", "norm_size")
+
 #: Every file attribute of a rendered file (the values do not depend on the number of workers).
 FILE_ATTRS: tuple[Attr, ...] = (
+    Attr(NORM_ATTRS[0], "str", "render.normalization: the normalization constants' name (mpii-nv, eth-xgaze)"),
+    Attr(NORM_ATTRS[1], "float", "normalized camera focal length, pixels at norm_size px (principal point centred)"),
+    Attr(NORM_ATTRS[2], "float", "distance of the face centre from the normalized camera, mm"),
+    Attr(NORM_ATTRS[3], "int", "image size norm_focal refers to (patches are stored at 224)"),
     Attr("nvsynth_version", "str", "nvsynth version that wrote the file"),
     Attr("config_hash", "str", "digest of the configuration (render.workers excluded)"),
     Attr("seed", "int", "render.seed"),
@@ -135,6 +143,9 @@ def attr_problem(attr: Attr, value: Any) -> str | None:
     if attr.kind == "int":
         ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
         return None if ok else f"attribute '{attr.name}': {value!r} is not an integer"
+    if attr.kind == "float":
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        return None if ok else f"attribute '{attr.name}': {value!r} is not a number"
     text = value.decode() if isinstance(value, bytes) else value
     if attr.kind in ("str", "json"):
         if not isinstance(text, str):
@@ -161,6 +172,7 @@ __all__ = [
     "DATASET_ATTR_SPECS",
     "FIELDS",
     "FILE_ATTRS",
+    "NORM_ATTRS",
     "POSE_FIELDS",
     "PROGRESS_ATTR",
     "REQUIRED_FIELDS",

@@ -1,4 +1,4 @@
-"""MPIIFaceGaze reader: typed, frozen records; images load lazily.
+"""MPIIFaceGaze reader (``data.kind: mpiifacegaze``): typed, frozen records; images load lazily.
 
 Layout (Zhang et al., "It's Written All Over Your Face", CVPRW 2017)::
 
@@ -29,30 +29,10 @@ from numpy.typing import NDArray
 
 from nvsynth.core.errors import ConfigError, DatasetError
 from nvsynth.core.geometry import HeadPose
+from nvsynth.datasets.base import Camera, Sample
 
 N_COLUMNS = 28
 SUBJECT_RE = re.compile(r"^p\d\d$")
-
-
-@dataclass(frozen=True)
-class Camera:
-    """Intrinsics of a calibrated camera (OpenCV model)."""
-
-    matrix: NDArray[np.float64]  # (3, 3)
-    dist_coeffs: NDArray[np.float64]  # (k,)
-
-    def undistort_points(self, points: NDArray[np.floating]) -> NDArray[np.float64]:
-        """Distorted pixel coordinates (N, 2) -> ideal pinhole pixels (N, 2)."""
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)
-        out = cv2.undistortPoints(pts, self.matrix, self.dist_coeffs, P=self.matrix)
-        return out.reshape(-1, 2)
-
-    def project(self, points: NDArray[np.floating], distort: bool = True) -> NDArray[np.float64]:
-        """Camera points (N, 3) in mm -> pixels (N, 2), with distortion by default."""
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 1, 3)
-        d = self.dist_coeffs if distort else np.zeros(5)
-        out, _ = cv2.projectPoints(pts, np.zeros(3), np.zeros(3), self.matrix, d)
-        return out.reshape(-1, 2)
 
 
 @dataclass(frozen=True)
@@ -198,7 +178,7 @@ def list_subjects(root: Path) -> list[str]:
     """Subject names (``pXX``) under an MPIIFaceGaze root, sorted."""
     root = Path(root)
     if not root.is_dir():
-        raise ConfigError(f"MPIIFaceGaze root not found: {root} (set data.mpii.raw in the config)")
+        raise ConfigError(f"MPIIFaceGaze root not found: {root} (set data.input in the config)")
     return sorted(p.name for p in root.iterdir() if p.is_dir() and SUBJECT_RE.match(p.name))
 
 
@@ -214,3 +194,51 @@ def select_subjects(root: Path, wanted: str | None) -> list[str]:
         if not SUBJECT_RE.match(n):
             raise ConfigError(f"--subjects: '{n}' is not a subject name like p00")
     return names
+
+
+class MpiiDataset:
+    """The MPIIFaceGaze reader behind the dataset protocol (:class:`nvsynth.datasets.base.Dataset`).
+
+    Each frame's sample carries its six annotated points, the annotated head
+    pose (rvec/tvec of the six-point model) and the 3D gaze target; images are
+    referenced as ``pXX/dayNN/NNNN.jpg`` under the root.
+    """
+
+    kind = "mpiifacegaze"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._opened: dict[str, Subject] = {}
+
+    def subjects(self) -> list[str]:
+        return list_subjects(self.root)
+
+    def check(self, subject: str) -> None:
+        self._subject(subject)
+
+    def _subject(self, name: str) -> Subject:
+        if name not in self._opened:
+            self._opened[name] = open_subject(self.root, name)
+        return self._opened[name]
+
+    def samples(self, subject: str, limit: int | None = None) -> Iterator[Sample]:
+        subj = self._subject(subject)
+        camera = subj.calibration.camera
+        for fr in itertools.islice(subj.frames(), limit):
+            yield Sample(
+                subject=subject,
+                frame_index=fr.index,
+                root=self.root,
+                image=f"{subject}/{fr.relative_path}",
+                name=fr.relative_path,
+                record_name=str(Path(fr.relative_path).with_suffix("")),
+                camera=camera,
+                landmarks_6=fr.landmarks_6,
+                head=fr.head_pose,
+                gaze_target=fr.gaze_target,
+            )
+
+
+def looks_like_mpii(path: Path) -> bool:
+    """A folder with at least one ``pXX/pXX.txt``."""
+    return path.is_dir() and any((p / f"{p.name}.txt").is_file() for p in path.iterdir() if SUBJECT_RE.match(p.name))

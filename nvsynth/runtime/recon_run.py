@@ -1,12 +1,13 @@
-"""``nvsynth recon``: one fitted, textured face mesh per MPIIFaceGaze frame.
+"""``nvsynth recon``: one fitted, textured face mesh per source frame of any dataset reader.
 
-See docs/design.md ("Runtime"). The run checks the configuration, the
-subjects (calibration, annotation), the template and the landmark backend
-before any work, then per subject lists the frames, keeps those whose record
-exists and loads (unless ``force``), and runs the recon stage
-(:func:`nvsynth.recon.stage.process_frame`) on the others through one
-executor (:mod:`nvsynth.runtime.executor`). Each record lands at
-``<data.mpii.obj>/<subject>/<dayNN>/<NNNN>.npz``; each subject gets a
+See docs/design.md ("Runtime"). The run opens the dataset at ``data.input``
+with the reader ``data.kind`` names or detects (:mod:`nvsynth.datasets.registry`),
+checks the configuration, the subjects (calibration, annotation, file layout),
+the template and the landmark backend before any work, then per subject lists
+the samples, keeps those whose record exists and loads (unless ``force``),
+and runs the recon stage (:func:`nvsynth.recon.stage.process_frame`) on the
+others through one executor (:mod:`nvsynth.runtime.executor`). Each record
+lands at ``<data.records>/<subject>/<record name>.npz``; each subject gets a
 ``manifest.csv`` (:func:`nvsynth.runtime.manifest.write_recon_manifest`).
 
 Frames always run in worker processes ('spawn'), even with one worker: each
@@ -28,7 +29,8 @@ import numpy as np
 
 from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError
-from nvsynth.datasets.mpii import Subject, open_subject, select_subjects
+from nvsynth.datasets.base import Dataset, select_subjects
+from nvsynth.datasets.registry import open_dataset
 from nvsynth.recon.record import record_path
 from nvsynth.recon.stage import (
     FrameOutcome,
@@ -77,15 +79,15 @@ def summarize(outcomes: list[FrameOutcome], wall_s: float) -> str:
 
 def run(cfg: Config, subjects: str | None = None, limit: int | None = None, force: bool = False) -> int:
     """Reconstruct every frame of the chosen subjects; returns the exit code."""
-    raw, obj = cfg.data.mpii.raw, cfg.data.mpii.obj
-    if raw is None:
-        raise ConfigError("data.mpii.raw is not set: point it at the MPIIFaceGaze folder (holds p00 ... p14)")
+    obj = cfg.data.records
     if obj is None:
-        raise ConfigError("data.mpii.obj is not set: the folder where recon writes its records")
+        raise ConfigError("data.records is not set: the folder where recon writes its records")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 (got {limit})")
-    names = select_subjects(raw, subjects)
-    opened: list[Subject] = [open_subject(raw, n) for n in names]  # missing Camera.mat: one line naming it
+    dataset = open_dataset(cfg.data.input, cfg.data.kind)
+    names = select_subjects(dataset, subjects)
+    for n in names:
+        dataset.check(n)  # e.g. a missing Camera.mat, an h5 without face_patch: one line naming it
     template_from_config(cfg)  # missing template offline: one line saying where to put it
     load_landmark_map(cfg)
     check_backend(cfg.recon.detector, cfg)
@@ -94,29 +96,36 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
     t_run = time.perf_counter()
     executor = make_executor(partial(start_frame_processor, cfg), cfg.recon.workers, env=BLAS_ENV, isolate=True)
     with executor, Interrupt() as stop:
-        for subj in opened:
-            all_outcomes.extend(_recon_subject(cfg, subj, Path(obj), limit, force, executor, stop))
+        for name in names:
+            all_outcomes.extend(_recon_subject(cfg, dataset, name, Path(obj), limit, force, executor, stop))
     print(summarize(all_outcomes, time.perf_counter() - t_run))
     ok = sum(o.status in ("ok", "cached") for o in all_outcomes)
     return 0 if ok > 0 or not all_outcomes else 1
 
 
 def _recon_subject(
-    cfg: Config, subj: Subject, obj: Path, limit: int | None, force: bool, executor: Executor, stop: Interrupt
+    cfg: Config,
+    dataset: Dataset,
+    subject: str,
+    obj: Path,
+    limit: int | None,
+    force: bool,
+    executor: Executor,
+    stop: Interrupt,
 ) -> list[FrameOutcome]:
     """One subject's frames: cached ones read, the others through the executor; its manifest written."""
-    frames = subj.frame_list(limit)
+    samples = list(dataset.samples(subject, limit))
     outcomes: list[FrameOutcome] = []
     tasks: list[FrameTask] = []
-    for fr in frames:
-        out = record_path(obj, subj.name, fr.relative_path)
-        cached = None if force else cached_outcome(fr, out)
+    for sample in samples:
+        out = record_path(obj, subject, sample.record_name)
+        cached = None if force or sample.skip_reason else cached_outcome(sample, out)
         if cached is not None:
             outcomes.append(cached)
         else:
-            tasks.append(FrameTask(fr, subj.calibration.camera, out, cfg.recon.export_obj))
+            tasks.append(FrameTask(sample, out, cfg.recon.export_obj))
     results = executor.map(process_frame, tasks)
-    bar = progress_bar(len(frames), desc=f"recon {subj.name}", unit="frame", initial=len(outcomes))
+    bar = progress_bar(len(samples), desc=f"recon {subject}", unit="frame", initial=len(outcomes))
     try:
         with bar, contextlib.closing(results):
             for o in results:
@@ -126,7 +135,7 @@ def _recon_subject(
                     bar.set_postfix_str(f"skipped {sum(x.status == 'skipped' for x in outcomes)}")
                 stop.check()
     except KeyboardInterrupt:  # the manifest lists the frames done so far
-        write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
+        write_recon_manifest(obj / subject / RECON_MANIFEST, outcomes)
         raise
-    write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
+    write_recon_manifest(obj / subject / RECON_MANIFEST, outcomes)
     return outcomes

@@ -1,7 +1,8 @@
 """What a render run will do, decided before anything is written. See docs/design.md ("Runtime").
 
-* Subjects: ``--subjects p00,p03`` (validated against MPIIFaceGaze's subject
-  names), or every subject folder under ``data.mpii.obj`` holding recon records.
+* Subjects: ``--subjects p00,p03``, or every folder under ``data.records``
+  (one per subject, named as its reader names it); those without records are
+  skipped with a message.
 * Sources: a subject's recon records (``<obj>/<subject>/**.npz``) in frame
   order, the first ``--limit``; only each record's ``frame_index`` is read.
   Unreadable records become skips; two records with one frame index are an
@@ -10,7 +11,9 @@
   with it, a final or partial file made with another seed, pattern, view
   count or configuration is refused (:func:`check_compatible`).
 * File attributes (:func:`file_attrs`, names in :data:`nvsynth.core.schema.FILE_ATTRS`)
-  depend on the configuration but never on the number of workers.
+  depend on the configuration but never on the number of workers; they include
+  the normalization constants (``render.normalization``), so that the file can
+  be read back as input (``data.kind: xgaze-h5``).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ import h5py
 import numpy as np
 
 from nvsynth import __version__
+from nvsynth.core import geometry
 from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError, OutputError, RenderError
 from nvsynth.core.h5io import partial_path
-from nvsynth.core.schema import SKIPS_ATTR
-from nvsynth.datasets.mpii import SUBJECT_RE
+from nvsynth.core.schema import NORM_ATTRS, SKIPS_ATTR
 from nvsynth.render.stage import Skip, Source
 
 
@@ -70,11 +73,11 @@ def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
     if wanted:
         names = [s.strip() for s in wanted.split(",") if s.strip()]
         for n in names:
-            if not SUBJECT_RE.match(n):
+            if n in (".", "..") or "/" in n or "\\" in n:
                 raise ConfigError(f"--subjects: '{n}' is not a subject name like p00")
         return names
     root = Path(obj_root)
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and SUBJECT_RE.match(p.name)) if root.is_dir() else []
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     if not names:
         raise RenderError(f"no recon records under {root}: run `nvsynth recon` first")
     return names
@@ -91,7 +94,9 @@ def _canonical(cfg: Config) -> Config:
 
 def file_attrs(cfg: Config, subject: str) -> dict[str, Any]:
     """The file attributes of a subject's h5, identical for any worker count."""
+    norm = geometry.NORM_SPECS[cfg.render.normalization]
     return {
+        **dict(zip(NORM_ATTRS, (norm.name, float(norm.focal), float(norm.distance), int(norm.size)), strict=True)),
         "nvsynth_version": __version__,
         "config_hash": run_hash(cfg),
         "seed": int(cfg.render.seed),

@@ -55,18 +55,16 @@ WRITE_ROWS = 128
 
 def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | None = None, resume: bool = False) -> int:
     """Render every selected subject's sources into ``OUTDIR/<subject>.h5``; returns the exit code."""
-    if cfg.data.mpii.obj is None:
-        raise ConfigError("data.mpii.obj is not set: point it at the folder `nvsynth recon` wrote")
-    if cfg.data.mpii.raw is None:
-        raise ConfigError("data.mpii.raw is not set: point it at the MPIIFaceGaze root (source images)")
+    if cfg.data.records is None:
+        raise ConfigError("data.records is not set: point it at the folder `nvsynth recon` wrote")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be at least 1")
-    obj_root, outdir = Path(cfg.data.mpii.obj), Path(outdir)
+    obj_root, outdir = Path(cfg.data.records), Path(outdir)
     log = RenderLog(cfg, outdir, load_pattern(cfg))  # the pattern is read once per run
     from nvsynth.render.backgrounds import BackgroundSource
 
     backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
-    spec = RenderSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=Path(cfg.data.mpii.raw))
+    spec = RenderSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=input_root(cfg))
     workers = int(cfg.render.workers)
     # several workers already use every core: one llvmpipe thread each avoids oversubscription (a user setting wins)
     env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "1")}
@@ -93,6 +91,14 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
         f"({done / elapsed if elapsed > 0 else 0.0:.1f} images/s) -> {outdir}"
     )
     return 0
+
+
+def input_root(cfg: Config) -> Path | None:
+    """Where source images are when a record's own ``image_root`` has moved: ``data.input`` (a file: its folder)."""
+    path = cfg.data.input
+    if path is None:
+        return None
+    return Path(path).parent if Path(path).is_file() else Path(path)
 
 
 def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: Executor, stop: Interrupt) -> None:
