@@ -10,14 +10,38 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
 from nvsynth.core.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "config_path.yaml"
+
+
+def _workers(value: object) -> int | str:
+    """``workers``: an integer >= 1, or ``"auto"`` (the CPUs this process may use, resolved when a run starts)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError("expected an integer >= 1 or 'auto'")
+
+
+def _device(value: object) -> int | str:
+    """``render.device``: ``"auto"``, ``"cpu"`` (Mesa llvmpipe) or a CUDA device ordinal >= 0."""
+    if value in ("auto", "cpu"):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError("expected 'auto', 'cpu' or a CUDA device number >= 0")
+
+
+#: Worker processes: an integer >= 1 or "auto" (see :func:`nvsynth.runtime.slots.worker_count`).
+Workers = Annotated[int | str, PlainValidator(_workers)]
+#: The render device: "auto", "cpu" or a CUDA ordinal (see :mod:`render.egl_devices`).
+Device = Annotated[int | str, PlainValidator(_device)]
 
 
 class _Section(BaseModel):
@@ -45,7 +69,7 @@ class AssetsConfig(_Section):
 
 class ReconConfig(_Section):
     detector: Literal["dlib", "fan"] = "dlib"
-    workers: int = Field(1, ge=1)
+    workers: Workers = "auto"
     subdivide: int = Field(0, ge=0, le=2)  # Loop-style subdivision steps of the template
     export_obj: bool = False
 
@@ -64,7 +88,8 @@ class RenderConfig(_Section):
     gaussian_on: Literal["head", "gaze"] = "head"
     views: int = Field(16, ge=1)
     seed: int = 0
-    workers: int = Field(1, ge=1)
+    workers: Workers = "auto"
+    device: Device = "auto"
     max_pose_deg: float = Field(80.0, gt=0.0, le=90.0)
     max_attempts: int = Field(20, ge=1)
     appearance: Literal["mpii-nv", "plain"] = "mpii-nv"

@@ -112,7 +112,7 @@ SKIPS_ATTR = "skipped_views"
 #: Every file attribute of a rendered file (the values do not depend on the number of workers).
 FILE_ATTRS: tuple[Attr, ...] = (
     Attr("nvsynth_version", "str", "nvsynth version that wrote the file"),
-    Attr("config_hash", "str", "digest of the configuration (render.workers excluded)"),
+    Attr("config_hash", "str", "digest of the configuration (worker counts and render.device excluded)"),
     Attr("seed", "int", "render.seed"),
     Attr("pattern", "str", "render.pattern, the head-pose pattern"),
     Attr("subject", "str", "the subject of every row"),
