@@ -28,11 +28,12 @@ with a driver that reports physical ordinals, stays ambiguous: the reported
 ordinal is taken as it is.) ``benchmarks/gpu_check.sh`` prints what a machine reports.
 
 The enumeration uses :mod:`ctypes` on the ``libEGL`` glcontext loads
-(``ctypes.util.find_library("EGL")``), and creates no display or context.
+(libglvnd's ``libEGL.so.1``), and creates no display or context.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -93,9 +94,12 @@ class GlInfo:
 
 
 def _libegl() -> Any:
-    name = ctypes.util.find_library("EGL") or "libEGL.so.1"
+    """libglvnd's ``libEGL.so.1``, the library glcontext finds as ``find_library("EGL")`` on Linux."""
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL("libEGL.so.1")
+    name = ctypes.util.find_library("EGL")  # runs ldconfig: only where the soname is not found directly
     try:
-        return ctypes.CDLL(name)
+        return ctypes.CDLL(name or "libEGL.so")
     except OSError as err:
         raise RenderError(
             f"cannot load libEGL ({err}): install libegl1 and Mesa's libegl-mesa0 or NVIDIA's driver"

@@ -51,7 +51,7 @@ from nvsynth.core.schema import FIELDS, PROGRESS_ATTR, SKIPS_ATTR
 from nvsynth.render.egl_devices import select_device
 from nvsynth.render.patterns import load_pattern
 from nvsynth.render.stage import RenderSpec, Skip, SourceItem, SourceResult, render_item, start_source_renderer
-from nvsynth.runtime.executor import Executor, make_executor
+from nvsynth.runtime.executor import Executor, ExecutorFactory, make_executor
 from nvsynth.runtime.interrupt import Interrupt
 from nvsynth.runtime.manifest import RenderLog, SubjectReport
 from nvsynth.runtime.progress import progress_bar
@@ -62,8 +62,19 @@ from nvsynth.runtime.slots import worker_count
 WRITE_ROWS = 128
 
 
-def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | None = None, resume: bool = False) -> int:
-    """Render every selected subject's sources into ``OUTDIR/<subject>.h5``; returns the exit code."""
+def run(
+    cfg: Config,
+    outdir: Path,
+    subjects: str | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    executor_factory: ExecutorFactory = make_executor,
+) -> int:
+    """Render every selected subject's sources into ``OUTDIR/<subject>.h5``; returns the exit code.
+
+    ``executor_factory(setup, workers, env=...)`` makes the executor (default: in-process for one worker,
+    else a process pool); benchmarks pass another implementation of the same interface.
+    """
     if cfg.data.mpii.obj is None:
         raise ConfigError("data.mpii.obj is not set: point it at the folder `nvsynth recon` wrote")
     if cfg.data.mpii.raw is None:
@@ -83,7 +94,7 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     )
     # several workers already use every core: one llvmpipe thread each avoids oversubscription (a user setting wins)
     env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "1")}
-    with make_executor(partial(start_source_renderer, spec, backgrounds), workers, env=env) as executor:
+    with executor_factory(partial(start_source_renderer, spec, backgrounds), workers, env=env) as executor:
         executor.start()  # worker imports overlap with the planning below
         plans, empty = plan_subjects(cfg, obj_root, outdir, subjects, limit, resume)
         print(f"nvsynth render: {workers} worker(s) on {log.device} (device: {cfg.render.device})", file=sys.stderr)
