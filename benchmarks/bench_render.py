@@ -1,173 +1,257 @@
-"""Render speed: end to end (recon records -> h5) against the raw renderer, in one run.
+"""Render speed: end to end (recon records -> h5) against the raw renderer, per executor and worker count.
 
-Records: ``nvsynth recon`` on the bundled sample subject
-(``supplementary/sample/p00``, six 1280x720 frames), cycled to ``--sources``
-source frames (each copy gets its own frame index, so its views and
-appearance differ), unless ``--obj/--raw`` name existing records.
+Records: ``nvsynth recon`` on the bundled sample subject, cycled to
+``--sources`` frames (``benchmarks/sample_records.py``), unless ``--obj/--raw``
+name existing records.
+
+Variants (one line each): ``default``, the shipped configuration
+(``workers: auto``, ``device: auto``, the executor ``nvsynth render`` picks),
+then each ``--executors`` entry with each ``--workers`` count. An executor is
+one entry of :data:`EXECUTORS`: a name and a factory with the signature of
+:func:`nvsynth.runtime.executor.make_executor`; a Ray executor is one more entry.
+Each variant runs :func:`nvsynth.runtime.render_run.run` in a fresh 'spawn'
+process, so its peak RSS is its own.
 
 Definitions (printed with the figures):
 
-* end to end: the wall time of :func:`nvsynth.runtime.render_run.run` on those sources
-  with ``--workers`` processes and ``--views`` views per source -- the real
-  pipeline, from recon records to the committed h5: worker start-up, record
-  and image loading, view and appearance sampling, mesh, backgrounds,
-  rendering, area resize, lzf, h5 writes, manifest. Also reported without the
-  start-up (after the first finished source).
-* raw: the renderer alone on the same sources, views and backdrops, in the
-  same machine layout as the pipeline (``--workers`` 'spawn' processes with
-  one llvmpipe thread each): ``pipeline_raw_throughput`` (benchmarks/render_raw.py)
-  times only ``FaceRenderer.render_composited`` (texture, mesh and
-  background uploads, draws, readback); everything else is prepared
-  beforehand, untimed. One process with two llvmpipe threads is measured too.
-  Both layouts are measured before and after the end-to-end run; the ratio
-  uses the fastest raw figure (so machine noise can only make it harsher).
-* ratio: end-to-end time per image over raw time per image.
+* end to end: the wall time of the run -- worker start-up, record and image
+  loading, view and appearance sampling, mesh, backdrops, rendering, area
+  resize, lzf, h5 writes, manifest; "steady" leaves out the time to the
+  first finished source.
+* raw: draw + readback alone with every upload amortised, on the same
+  sources, views, lights and backdrops, in the variant's process layout
+  (``render_raw.pipeline_raw_throughput(mode="raw")``): per source the
+  texture, mesh and backdrops are uploaded once, untimed, then its views
+  are drawn and read back ``--repeats`` times. Also printed: the renderer
+  call as the pipeline makes it (``render_composited``: uploads, draws,
+  readback). Raw layouts are measured before and after the end-to-end runs;
+  the faster counts (so machine noise can only make the ratio harsher).
+* ratio: end-to-end time per image / raw time per image (and / the renderer call's).
+* stages: wall ms per image in the workers (summed over workers, from the
+  run's ``manifest.json``) and in the main process (waiting for results, writing).
+* peak RSS: the run's main process and its largest worker (``getrusage``).
+* each variant runs ``--runs`` times (rounds over all variants); the fastest run counts.
 
-    python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 2]
+    python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 1 2] [--executors local process]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
+import multiprocessing as mp
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-SAMPLE_RAW = REPO / "supplementary" / "sample"
+
+# -- executors: one entry each (name -> factory with make_executor's signature) ------------------------------
 
 
-def make_records(work: Path, sources: int) -> tuple[Path, Path]:
-    """Recon on the sample subject, then the records cycled to ``sources`` frames."""
+def _local(setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None) -> Any:
+    from nvsynth.runtime.executor import InProcessExecutor
+
+    return InProcessExecutor(setup)
+
+
+def _process(setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None) -> Any:
+    from nvsynth.runtime.executor import ProcessExecutor
+
+    return ProcessExecutor(setup, workers, env=env)
+
+
+def _default(setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None) -> Any:
+    from nvsynth.runtime.executor import make_executor
+
+    return make_executor(setup, workers, env=env)
+
+
+@dataclass(frozen=True)
+class ExecutorEntry:
+    factory: Callable[..., Any]
+    max_workers: int | None  # None: any count
+    layout: Callable[[int], tuple[int, int | None]]  # workers -> (processes, llvmpipe threads; None: default)
+
+
+EXECUTORS: dict[str, ExecutorEntry] = {
+    "local": ExecutorEntry(_local, 1, lambda w: (1, None)),  # this process, llvmpipe's own threads
+    "process": ExecutorEntry(_process, None, lambda w: (w, 1)),  # 'spawn' workers, LP_NUM_THREADS=1 each
+}
+
+
+# -- one end-to-end run, in its own process -----------------------------------------------------------------------
+
+
+def _e2e(cfg_json: dict[str, Any], out: str, limit: int, executor: str, results: Any) -> None:
     from nvsynth.core.config import from_dict
-    from nvsynth.recon.record import ReconRecord
-    from nvsynth.runtime.recon_run import run as run_recon
+    from nvsynth.runtime.render_run import run
 
-    first = work / "recon"
-    cfg = from_dict({"data": {"input": str(SAMPLE_RAW), "records": str(first)}})
-    run_recon(cfg, subjects="p00")
-    records = sorted((ReconRecord.load(p) for p in (first / "p00").rglob("*.npz")), key=lambda r: r.frame_index)
-    if not records:
-        raise SystemExit("recon produced no records for the sample subject")
-    obj = work / "obj"
-    for i in range(sources):
-        rec = dataclasses.replace(records[i % len(records)], frame_index=i)
-        rec.save(obj / "p00" / "day01" / f"{i:05d}.npz")
-    return SAMPLE_RAW, obj
-
-
-def cpu_seconds(who: int) -> float:
-    ru = resource.getrusage(who)
-    return ru.ru_utime + ru.ru_stime
+    cfg = from_dict(cfg_json)
+    factory = _default if executor == "default" else EXECUTORS[executor].factory
+    t0 = time.perf_counter()
+    run(cfg, Path(out), subjects="p00", limit=limit, executor_factory=factory)
+    wall = time.perf_counter() - t0
+    ru_self, ru_kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    results.put({
+        "wall": wall,
+        "manifest": json.loads((Path(out) / "manifest.json").read_text()),
+        "rss_main_mb": ru_self.ru_maxrss / 1024.0,
+        "rss_worker_mb": ru_kids.ru_maxrss / 1024.0,
+        "cpu_s": ru_self.ru_utime + ru_self.ru_stime + ru_kids.ru_utime + ru_kids.ru_stime,
+    })  # fmt: skip
 
 
-def peak_rss_mb(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: kB
+def run_variant(cfg_json: dict[str, Any], out: Path, limit: int, executor: str) -> dict[str, Any]:
+    """One end-to-end run in a fresh 'spawn' process (not a pool's daemon: it starts workers of its own)."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_e2e, args=(cfg_json, str(out), limit, executor, results))
+    proc.start()
+    try:
+        return results.get(timeout=3600)
+    finally:
+        proc.join(timeout=60)
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    executor: str  # "default" or a key of EXECUTORS
+    workers: int | str
+
+    def layout(self, auto: int) -> tuple[int, int | None]:
+        w = auto if self.workers == "auto" else int(self.workers)
+        if self.executor == "default":
+            return EXECUTORS["process" if w > 1 else "local"].layout(w)
+        return EXECUTORS[self.executor].layout(w)
 
 
 def main(argv: list[str] | None = None) -> None:
     from render_raw import RawRun, pipeline_raw_throughput
+    from sample_records import SAMPLE_RAW, make_records
 
     from nvsynth.core.config import from_dict
     from nvsynth.core.h5io import lzf_backend
     from nvsynth.render.backgrounds import BackgroundSource
+    from nvsynth.render.egl_devices import select_device
     from nvsynth.render.patterns import load_pattern
     from nvsynth.render.stage import RenderSpec
     from nvsynth.runtime.render_plan import list_sources
-    from nvsynth.runtime.render_run import run
+    from nvsynth.runtime.slots import usable_cpus
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sources", type=int, default=60, help="source frames to render (default 60)")
     ap.add_argument("--views", type=int, default=16, help="views per source (default 16)")
-    ap.add_argument("--workers", type=int, default=2, help="render workers (default 2)")
-    ap.add_argument("--repeats", type=int, default=2, help="raw renderer passes over the sources (default 2)")
+    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="worker counts to try (default 1 2)")
+    ap.add_argument("--executors", nargs="*", default=list(EXECUTORS), choices=list(EXECUTORS))
+    ap.add_argument("--device", default="auto", help="render.device (default auto)")
+    ap.add_argument("--repeats", type=int, default=3, help="raw: draws of each source per upload (default 3)")
+    ap.add_argument("--runs", type=int, default=2, help="end-to-end runs per variant, the fastest counts (default 2)")
     ap.add_argument("--obj", type=Path, help="existing recon records (root holding p00/)")
     ap.add_argument("--raw", type=Path, help="the dataset root their source_file paths are relative to")
     args = ap.parse_args(argv)
+    device_setting: int | str = int(args.device) if args.device.isdigit() else args.device
+
+    variants = [Variant("default (shipped config)", "default", "auto")]
+    for ex in args.executors:
+        for w in args.workers:
+            if EXECUTORS[ex].max_workers is None or w <= EXECUTORS[ex].max_workers:
+                variants.append(Variant(f"{ex}, {w} worker(s)", ex, w))
+    auto = usable_cpus()
 
     with tempfile.TemporaryDirectory(prefix="nvsynth-bench-") as tmp:
         work = Path(tmp)
         if args.obj is not None:
             obj, raw = args.obj, args.raw or SAMPLE_RAW
         else:
-            raw, obj = make_records(work, args.sources)
-        cfg = from_dict(
-            {
-                "data": {"input": str(raw), "records": str(obj)},
-                "render": {"views": args.views, "workers": args.workers, "seed": 0},
-            }
-        )
-
-        # raw: the renderer alone, same sources/views/backdrops, the pipeline's layout and one alternative
-        spec = RenderSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=load_pattern(cfg), image_root=Path(raw))
+            obj = work / "obj"
+            raw = make_records(obj, args.sources)
+        base = {"data": {"input": str(raw), "records": str(obj)},
+                "render": {"views": args.views, "seed": 0, "device": device_setting}}  # fmt: skip
+        cfg = from_dict(base)
+        device = select_device(cfg.render.device)
+        spec = RenderSpec(cfg=cfg, seed=0, pattern=load_pattern(cfg), image_root=Path(raw), device=device)
         backgrounds = BackgroundSource(cfg.data.background_path)
         sources, _ = list_sources(Path(obj), "p00", args.sources)
-        layouts = [(max(1, args.workers), 1), (1, 2)]
+        layouts = sorted({v.layout(auto) for v in variants}, key=lambda x: (x[0], x[1] or 0))
 
-        def measure_raw() -> dict[tuple[int, int], RawRun]:
+        def measure(mode: str, repeats: int) -> dict[tuple[int, int | None], RawRun]:
             return {
-                lay: pipeline_raw_throughput(spec, backgrounds, "p00", sources, *lay, args.repeats) for lay in layouts
+                lay: pipeline_raw_throughput(spec, backgrounds, "p00", sources, *lay, repeats, mode) for lay in layouts
             }
 
-        raw_before = measure_raw()
+        raw_before = measure("raw", args.repeats)
+        call = measure("call", 1)
+        results: dict[Variant, dict[str, Any]] = {}
+        for k in range(max(1, args.runs)):  # rounds over the variants: load changes hit every variant alike
+            for i, v in enumerate(variants):
+                cfg_json = {**base, "render": {**base["render"], "workers": v.workers}}
+                res = run_variant(cfg_json, work / f"out{i}-{k}", args.sources, v.executor)
+                if v not in results or res["wall"] < results[v]["wall"]:
+                    results[v] = res
+        raw_after = measure("raw", args.repeats)
+    raws = {k: max(raw_before[k], raw_after[k], key=lambda r: r.images_per_s) for k in layouts}
 
-        out = work / "out"
-        cpu0 = {who: cpu_seconds(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)}
-        t0 = time.perf_counter()
-        run(cfg, out, subjects="p00", limit=args.sources)
-        wall = time.perf_counter() - t0
-        cpu = {who: cpu_seconds(who) - c for who, c in cpu0.items()}
-        manifest = json.loads((out / "manifest.json").read_text())
-        images = int(manifest["totals"]["rows_this_run"])
-        size_mb = sum(p.stat().st_size for p in out.glob("*.h5")) / 1e6
-        # measured before and after the end-to-end run; the faster of each layout counts (the harsher ratio)
-        raw_after = measure_raw()
-        raws = {lay: max(raw_before[lay], raw_after[lay], key=lambda r: r.images_per_s) for lay in layouts}
-        best = max(raws.values(), key=lambda r: r.images_per_s)
+    first = next(iter(results.values()))["manifest"]
+    dev = first["device"]
+    print(f"GL_RENDERER {dev['gl_renderer']}; GL_VERSION {dev['gl_version']}; {dev['egl_device']}")
+    print(f"{auto} usable CPU(s); lzf by {lzf_backend()}; {args.sources} sources x {args.views} views per run")
 
-    timing = manifest["timing_s"]
-    first = float(timing["first_result"])
-    e2e_ips = images / wall
-    # steady state: the first finished source counted with the start-up
-    steady_ips = (images - args.views) / max(wall - first, 1e-9)
-    print(f"device: {manifest['versions']['gl_renderer']}, {os.cpu_count()} CPUs; lzf by {lzf_backend()}")
-    print(f"images: {images} ({args.views} views x {images // max(args.views, 1)} sources), h5 {size_mb:.1f} MB")
-    print(
-        f"end to end:   {e2e_ips:7.1f} images/s  (records -> committed h5, {args.workers} workers: "
-        f"{wall:.2f} s wall, incl. {first:.2f} s to the first source)"
-    )
-    print(f"steady state: {steady_ips:7.1f} images/s  (after the first source)")
-    for (procs, lp), r in raws.items():
+    def lay_name(lay: tuple[int, int | None]) -> str:
+        return f"{lay[0]} proc x {'default' if lay[1] is None else lay[1]} LP thread(s)"
+
+    for lay in layouts:
+        r, c = raws[lay], call[lay]
         print(
-            f"raw renderer: {r.images_per_s:7.1f} images/s  (render_composited alone on the same views and "
-            f"backdrops, {procs} process(es) x {lp} llvmpipe thread(s), {r.images} images, "
-            f"{r.cpu_ms_per_image:.2f} CPU-ms/image; before/after e2e: {raw_before[(procs, lp)].images_per_s:.0f}/"
-            f"{raw_after[(procs, lp)].images_per_s:.0f})"
+            f"raw renderer, {lay_name(lay)}: {r.images_per_s:6.1f} images/s, {r.cpu_ms_per_image:.2f} CPU-ms/image "
+            f"(draw + readback, uploads amortised over {args.repeats} draws; before/after "
+            f"{raw_before[lay].images_per_s:.0f}/{raw_after[lay].images_per_s:.0f}); renderer call with uploads "
+            f"(render_composited): {c.images_per_s:6.1f} images/s"
         )
     print(
-        f"ratio (end-to-end time per image / raw, best raw layout): {best.images_per_s / e2e_ips:.2f}x overall, "
-        f"{best.images_per_s / steady_ips:.2f}x steady state"
+        f"{'variant':<28} {'workers':>7} {'e2e img/s':>9} {'steady':>7} {'raw':>7} {'ratio':>6} {'call':>7} "
+        f"{'ratio':>6}  RSS main/worker MB"
     )
-    stages = {k.removeprefix("worker_"): v for k, v in timing.items() if k.startswith("worker_")}
-    per_img = ", ".join(f"{k} {1000 * v / images:.2f}" for k, v in stages.items())
-    print(f"worker wall ms/image (summed over workers): {per_img}")
-    print(f"main ms/image: write {1000 * timing.get('main_write', 0.0) / images:.2f} (wall)")
-    print(
-        f"CPU ms/image end to end: main process {1000 * cpu[resource.RUSAGE_SELF] / images:.2f}, "
-        f"workers {1000 * cpu[resource.RUSAGE_CHILDREN] / images:.2f} (start-up included; raw processes excluded)"
-    )
-    print(
-        f"peak RSS: main {peak_rss_mb(resource.RUSAGE_SELF):.0f} MB, "
-        f"largest child {peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB (raw processes included)"
-    )
+    stages_rows = []
+    for v, res in results.items():
+        m = res["manifest"]
+        images = int(m["totals"]["rows_this_run"])
+        wall = float(res["wall"])
+        first_s = float(m["timing_s"]["first_result"])
+        steady = (images - args.views) / max(wall - first_s, 1e-9)
+        lay = v.layout(auto)
+        e2e = images / wall
+        workers = m["device"]["workers"]
+        # in-process: no worker (RUSAGE_CHILDREN would show ldconfig, forked by ctypes.util.find_library)
+        in_process = v.executor == "local" or (v.executor == "default" and workers == 1)
+        rss = f"{res['rss_main_mb']:.0f}/" + ("-" if in_process else f"{res['rss_worker_mb']:.0f}")
+        r, c = raws[lay].images_per_s, call[lay].images_per_s
+        print(
+            f"{v.label:<28} {workers:>7} {e2e:9.1f} {steady:7.1f} {r:7.1f} {r / e2e:5.2f}x {c:7.1f} {c / e2e:5.2f}x"
+            f"  {rss}"
+        )
+        timing = m["timing_s"]
+        stages = {
+            k.removeprefix("worker_"): 1000 * float(t) / images for k, t in timing.items() if k.startswith("worker_")
+        }
+        mains = {k.removeprefix("main_"): 1000 * float(t) / images for k, t in timing.items() if k.startswith("main_")}
+        cpu = 1000 * res["cpu_s"] / images
+        stages_rows.append((v.label, stages, mains, cpu))
+    print("stages, wall ms per image (workers: summed over workers | main process), CPU ms per image of the run:")
+    for label, stages, mains, cpu in stages_rows:
+        w = " ".join(f"{k} {t:.2f}" for k, t in stages.items())
+        mm = " ".join(f"{k} {t:.2f}" for k, t in mains.items())
+        print(f"  {label:<28} {w} | {mm} | CPU {cpu:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
 """Raw renderer throughput: the renderer alone (uploads, draws, readback), no other stage.
 
 * :func:`pipeline_raw_throughput` (used by ``benchmarks/bench_render.py``):
-  :meth:`FaceRenderer.render_composited` on a run's own sources, views and
-  backdrops, in the pipeline's process layout (N 'spawn' processes, each
-  with its llvmpipe thread count). Each process prepares its share of the
-  sources exactly as a pipeline worker does (untimed), then the renderer
-  calls alone are timed, all processes at once.
+  a run's own sources, views and backdrops, in the pipeline's process layout
+  (N 'spawn' processes, each with its llvmpipe thread count). Each process
+  prepares its share of the sources exactly as a pipeline worker does
+  (untimed), then times, all processes at once, either
+
+  - ``mode="raw"``: draw + readback alone, every upload amortised: per source
+    the texture crop, the mesh and the backdrops are uploaded once, untimed;
+    then ``repeats`` times, per view: its uniforms, a depth clear, the draw,
+    and after the round of views the readback of each (``glReadPixels`` into
+    a numpy array) -- the GL work no image can do without; or
+  - ``mode="call"``: :meth:`FaceRenderer.render_composited` as the pipeline
+    calls it (texture, mesh and backdrop uploads, draws, readback).
 * :func:`measure_renderer`: :meth:`FaceRenderer.render` in this process on
   one source.
 * ``python benchmarks/render_raw.py`` measures the template textured by a
@@ -88,18 +95,60 @@ def measure_renderer(
 class RawRun:
     """:func:`pipeline_raw_throughput`'s result."""
 
-    images_per_s: float  # images rendered by all processes / the slowest process's wall time
+    images_per_s: float  # the processes' rates added up (each: its images / its timed wall time)
     cpu_ms_per_image: float  # CPU time of the processes (all threads) while timed, per image
     images: int
     processes: int
-    lp_threads: int
+    lp_threads: int | None  # None: llvmpipe's default (one thread per CPU)
+    mode: str
+
+
+def _amortised(worker: Any, preps: Sequence[Any], repeats: int) -> tuple[int, float, float]:
+    """Draw + readback of each prepared source's views, ``repeats`` times per upload (uploads untimed)."""
+    import moderngl
+
+    from nvsynth.render.compositing import BackdropTarget
+    from nvsynth.render.upload import MeshUpload
+
+    r = worker.renderer
+    gl = r._objects()  # the renderer's program and framebuffer pools in this process
+    images, wall, cpu = 0, 0.0, 0.0
+    for p in preps:
+        n = len(p.views)
+        target = BackdropTarget(p.backdrops, r.size)
+        fbos = gl.pool(target, r.size).take(n)
+        upload = MeshUpload.create(gl.ctx, gl.shader, p.image, p.mesh)
+        uniforms = [r.camera.view_uniforms(T) for T in p.transforms]
+        lights = [q.light for q in p.params]
+        gl.ctx.enable_only(moderngl.DEPTH_TEST)
+        for b, fbo in enumerate(fbos):
+            target.fill(fbo, b)  # the backdrop, once
+        gl.ctx.finish()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        for _ in range(repeats):
+            for b, fbo in enumerate(fbos):
+                gl.shader.set_view(uniforms[b], lights[b], target.darkening(b), target.alpha_mode)
+                fbo.use()
+                fbo.color_mask = (False, False, False, False)  # depth only: the backdrop stays
+                fbo.clear(depth=1.0)
+                fbo.color_mask = (True, True, True, True)
+                fbo.use()
+                upload.draw()
+            for b, fbo in enumerate(fbos):
+                target.read(fbo, b)
+        wall += time.perf_counter() - t0
+        cpu += _cpu_seconds() - c0
+        images += n * repeats
+        upload.release()
+    return images, wall, cpu
 
 
 def _raw_worker(
-    spec: Any, backgrounds: Any, subject: str, sources: Sequence[Any], repeats: int, lp_threads: int,
-    barrier: Any, results: Any,
+    spec: Any, backgrounds: Any, subject: str, sources: Sequence[Any], repeats: int, lp_threads: int | None,
+    mode: str, barrier: Any, results: Any,
 ) -> None:  # fmt: skip
-    os.environ["LP_NUM_THREADS"] = str(lp_threads)  # before this process's GL context exists
+    if lp_threads is not None:
+        os.environ["LP_NUM_THREADS"] = str(lp_threads)  # before this process's GL context exists
     from nvsynth.render.stage import PreparedSource, SourceRenderer
 
     worker = SourceRenderer(spec, backgrounds)
@@ -107,6 +156,9 @@ def _raw_worker(
     if preps:
         worker.render_prepared(preps[0])  # context, shaders and framebuffers, untimed
     barrier.wait()
+    if mode == "raw":
+        results.put(_amortised(worker, preps, repeats))
+        return
     t0, c0 = time.perf_counter(), _cpu_seconds()
     images = 0
     for _ in range(repeats):
@@ -121,27 +173,28 @@ def pipeline_raw_throughput(
     subject: str,
     sources: Sequence[Any],
     processes: int = 2,
-    lp_threads: int = 1,
+    lp_threads: int | None = 1,
     repeats: int = 1,
+    mode: str = "raw",
 ) -> RawRun:
     """The renderer alone on a run's sources, as the pipeline's workers would render them.
 
-    ``spec`` is the run's :class:`render.stage.RenderSpec`, ``sources``
-    its :class:`render.stage.Source` list. The sources are dealt round-robin
-    to ``processes`` 'spawn' processes with ``LP_NUM_THREADS=lp_threads``;
-    each prepares its sources (record, image, views, mesh, backdrops:
-    untimed), renders one to warm up, waits for the others, then times
-    ``repeats`` passes of ``render_composited`` (texture, mesh and background
-    uploads, draws, readback) over them.
+    ``spec`` is the run's :class:`render.stage.RenderSpec` (its device
+    included), ``sources`` its :class:`render.stage.Source` list. The sources
+    are dealt round-robin to ``processes`` 'spawn' processes with
+    ``LP_NUM_THREADS=lp_threads`` (``None``: llvmpipe's default); each
+    prepares its sources (record, image, views, mesh, backdrops: untimed),
+    renders one to warm up, waits for the others, then times ``mode``
+    (module docstring) over them.
     """
+    if mode not in ("raw", "call"):
+        raise ValueError(f"mode must be 'raw' or 'call', got {mode!r}")
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(processes)
     results = ctx.Queue()
+    common = (repeats, lp_threads, mode, barrier, results)
     procs = [
-        ctx.Process(
-            target=_raw_worker,
-            args=(spec, backgrounds, subject, list(sources[i::processes]), repeats, lp_threads, barrier, results),
-        )
+        ctx.Process(target=_raw_worker, args=(spec, backgrounds, subject, list(sources[i::processes]), *common))
         for i in range(processes)
     ]
     for p in procs:
@@ -152,9 +205,9 @@ def pipeline_raw_throughput(
         for p in procs:
             p.join(timeout=60)
     images = sum(g[0] for g in got)
-    wall = max(g[1] for g in got)
+    rate = sum(g[0] / g[1] for g in got if g[1] > 0)
     cpu = sum(g[2] for g in got)
-    return RawRun(images / wall, 1000.0 * cpu / max(images, 1), images, processes, lp_threads)
+    return RawRun(rate, 1000.0 * cpu / max(images, 1), images, processes, lp_threads, mode)
 
 
 def _synthetic_source(views: int) -> tuple[NDArray[np.uint8], RenderMesh, NDArray[np.float64]]:

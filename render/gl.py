@@ -4,7 +4,8 @@ This module only re-exports; the renderer is built from small pieces, after
 PyTorch3D's ``MeshRenderer(rasterizer, shader)``:
 
 ==========================  ==========================================================
-:mod:`render.context`       the process's EGL context (:func:`get_context`), fork guard
+:mod:`render.context`       the process's EGL context (:func:`get_context`), fork guard,
+                            its device (:func:`use_device`, :mod:`render.egl_devices`)
 :mod:`render.camera`        :func:`projection_matrix` from a 3x3 camera matrix, view
                             matrices, :func:`clip_to_pixels`
 :mod:`render.upload`        one source's texture crop, vertices and indices
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from nvsynth.render.camera import FAR_MM, NEAR_MM, Camera, clip_to_pixels, projection_matrix
 from nvsynth.render.compositing import Backdrop, RenderBatch
-from nvsynth.render.context import ForkedContextError, get_context
+from nvsynth.render.context import ForkedContextError, GlInfo, context_info, get_context, use_device
 from nvsynth.render.renderer import FaceRenderer
 from nvsynth.render.upload import TEXTURE_MARGIN
 
@@ -39,8 +40,11 @@ __all__ = [
     "Camera",
     "FaceRenderer",
     "ForkedContextError",
+    "GlInfo",
     "RenderBatch",
     "clip_to_pixels",
+    "context_info",
     "get_context",
     "projection_matrix",
+    "use_device",
 ]

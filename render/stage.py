@@ -47,6 +47,7 @@ from nvsynth.core.schema import FIELD_BY_NAME
 from nvsynth.core.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
 from nvsynth.recon.record import ReconRecord
 from nvsynth.render.appearance import appearance_columns, sample_appearance
+from nvsynth.render.egl_devices import EglDevice, GlInfo
 from nvsynth.render.patterns import Pattern
 from nvsynth.render.views import View, normalize_record, sample_view
 
@@ -99,6 +100,7 @@ class RenderSpec:
     seed: int
     pattern: Pattern
     image_root: Path | None  # where ``source_file`` is when a record's own ``image_root`` does not hold it
+    device: EglDevice | None = None  # chosen by the run (render.egl_devices); None: each slot chooses from cfg
 
     @property
     def norm(self) -> geometry.NormSpec:
@@ -119,7 +121,7 @@ class SourceResult:
     frame_index: int
     columns: dict[str, Any] | None  # None when no view was rendered
     skips: list[Skip] = field(default_factory=list)
-    gl_renderer: str = ""
+    gl: GlInfo | None = None  # what the slot's context draws with
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, worker side
 
     @property
@@ -165,24 +167,27 @@ class SourceRenderer:
 
     def __init__(self, spec: RenderSpec, backgrounds: Any) -> None:
         from nvsynth.recon.template import template_from_config
-        from nvsynth.render.gl import FaceRenderer
+        from nvsynth.render.egl_devices import select_device
+        from nvsynth.render.gl import FaceRenderer, use_device
         from nvsynth.render.uvlayout import TemplateChart
 
         self.spec = spec
         self.backgrounds = backgrounds
+        use_device(spec.device if spec.device is not None else select_device(spec.cfg.render.device))
         size = geometry.NORM_RENDER_SIZE
         self.renderer = FaceRenderer(size, camera_matrix=geometry.normalized_camera_matrix(size, spec.norm))
         self.chart = TemplateChart.of(template_from_config(spec.cfg))  # the atlas layout, rasterised once
-        self._gl_name = ""
+        self._gl: GlInfo | None = None
         self._full: NDArray[np.uint8] | None = None  # render_composited's output, reused from source to source
 
     @property
-    def gl_renderer(self) -> str:
-        if not self._gl_name:
-            from nvsynth.render.gl import get_context
+    def gl(self) -> GlInfo:
+        """``GL_RENDERER``, ``GL_VERSION`` and the EGL device this slot draws with."""
+        if self._gl is None:
+            from nvsynth.render.gl import context_info
 
-            self._gl_name = str(get_context().info.get("GL_RENDERER", ""))
-        return self._gl_name
+            self._gl = context_info()
+        return self._gl
 
     def close(self) -> None:
         """Release the renderer's GL objects (the executor calls this when the slot ends)."""
@@ -230,7 +235,7 @@ class SourceRenderer:
             kept.append(v)
             attempts.append(s.attempts)
         if not views:
-            return SourceResult(frame, None, skips, self.gl_renderer, lap.seconds)
+            return SourceResult(frame, None, skips, self.gl, lap.seconds)
 
         app_rngs = [view_rng(seed, subject, frame, v, STREAM_APPEARANCE) for v in kept]
         params = [sample_appearance(r, cfg, len(self.backgrounds)) for r in app_rngs]
@@ -298,7 +303,7 @@ class SourceRenderer:
             "pose_attempts": np.array(prep.attempts, dtype=np.int32),
             **appearance_columns(prep.params),
         }
-        return SourceResult(prep.frame, columns, prep.skips, self.gl_renderer, lap.seconds)
+        return SourceResult(prep.frame, columns, prep.skips, self.gl, lap.seconds)
 
 
 def start_source_renderer(spec: RenderSpec, backgrounds: Any) -> SourceRenderer:

@@ -29,7 +29,8 @@ def test_defaults_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(None)
     assert cfg == Config()
     assert cfg.render.pattern == "gaussian" and cfg.render.views == 16 and cfg.render.seed == 0
-    assert cfg.recon.detector == "dlib" and cfg.recon.workers == 1
+    assert cfg.recon.detector == "dlib" and cfg.recon.workers == "auto"
+    assert cfg.render.workers == "auto" and cfg.render.device == "auto"
     assert cfg.data.input is None and cfg.data.kind == "auto" and cfg.data.records is None
     assert cfg.data.background_path is None and cfg.render.normalization == "mpii-nv"
     assert len(cfg.digest()) == 16 and cfg.digest() == Config().digest()
@@ -70,6 +71,9 @@ def test_repository_config_validates() -> None:
         ("render:\n  light:\n    probability: often\n", "render.light.probability"),  # wrong type, nested
         ("render:\n  pattern: spiral\n", "render.pattern"),  # not one of the choices
         ("recon:\n  workers: 0\n", "recon.workers"),  # out of range
+        ("render:\n  workers: all\n", "render.workers"),  # neither a number nor auto
+        ("render:\n  device: gpu\n", "render.device"),  # neither auto, cpu nor a CUDA number
+        ("render:\n  device: -1\n", "render.device"),
     ],
 )
 def test_bad_key_is_one_line_naming_it(text: str, key: str, tmp_path: Path) -> None:

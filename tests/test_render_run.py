@@ -172,6 +172,33 @@ def test_skipped_views_are_recorded(small: tuple[Path, Path], tmp_path: Path) ->
     assert m["config"]["render"]["max_pose_deg"] == 25.0
 
 
+def test_the_device_is_printed_and_recorded(
+    small: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw, obj = small
+    assert run(_cfg(raw, obj, views=1, workers=2, device="cpu"), tmp_path / "d") == 0
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    dev = m["device"]
+    assert dev["requested"] == "cpu" and dev["workers"] == 2
+    assert dev["egl_device"].startswith("EGL device ") and "Mesa software (llvmpipe)" in dev["egl_device"]
+    assert dev["gl_renderer"].startswith("llvmpipe") and "Mesa" in dev["gl_version"]
+    assert m["versions"]["gl_renderer"] == dev["gl_renderer"] and m["versions"]["gl_version"] == dev["gl_version"]
+    err = capsys.readouterr().err
+    assert f"nvsynth render: 2 worker(s) on {dev['egl_device']} (device: cpu)" in err
+    assert f"nvsynth render: {dev['gl_renderer']} ({dev['gl_version']})" in err
+
+
+def test_where_a_run_ran_does_not_change_the_file_attributes(small: tuple[Path, Path]) -> None:
+    from nvsynth.runtime.render_plan import file_attrs
+
+    raw, obj = small
+    one = file_attrs(_cfg(raw, obj, workers=1, device="auto"), "p00")
+    assert file_attrs(_cfg(raw, obj, workers="auto", device=0), "p00") == one
+    cfg = _cfg(raw, obj, workers=3, device="cpu")
+    assert file_attrs(cfg.model_copy(update={"recon": cfg.recon.model_copy(update={"workers": 7})}), "p00") == one
+    assert "device" not in json.loads(one["config_json"])["render"]
+
+
 def test_existing_output_and_missing_records(small: tuple[Path, Path], tmp_path: Path) -> None:
     raw, obj = small
     cfg = _cfg(raw, obj, views=1)

@@ -237,7 +237,8 @@ def score_h5(
         rec_true = truth_record(truth, frame, subject)
         t_patch, t_mask = to_patches(fr.render(truth.head.texture, truth_mesh(truth, rec_true), T))
         o_patch, o_mask = to_patches(fr.render(*textured(rec_true, source), T))
-        rec_nv = ReconRecord.load(record_path(Path(root) / "obj", truth.subject, str(Path(frame.relative_path).with_suffix(""))))
+        record_name = str(Path(frame.relative_path).with_suffix(""))  # dayNN/NNNN, as nvsynth recon names it
+        rec_nv = ReconRecord.load(record_path(Path(root) / "obj", truth.subject, record_name))
         repro_patch, _ = to_patches(fr.render(*textured(rec_nv, source), T))
         cover = cv2.cvtColor(coverage(root, truth.subject, int(fi)), cv2.COLOR_GRAY2BGR)
         # the coverage image goes through the same atlas completion: a texel mirrored from background counts

@@ -29,6 +29,31 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: an integer >= 1 or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {text!r}")
+    return n
+
+
+def _device(text: str) -> int | str:
+    """``--device``: ``auto``, ``cpu`` or a CUDA device number."""
+    if text in ("auto", "cpu"):
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'cpu' or a CUDA device number, got {text!r}")
+    return int(text)
+
+
+_WORKERS_HELP = "worker processes, or auto: one per usable CPU (default: {}.workers)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nvsynth",
@@ -55,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--subjects", metavar="LIST", help="comma-separated subjects, e.g. p00,p03 (default: all)")
     p.add_argument("--limit", type=int, metavar="K", help="at most K frames per subject")
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: recon.workers)")
+    p.add_argument("--workers", type=_workers, metavar="N|auto", help=_WORKERS_HELP.format("recon"))
     p.add_argument("--force", action="store_true", help="recompute frames whose record already exists")
     p.add_argument(
         "--export-obj", action="store_true", default=None, help="also write a textured .obj/.mtl/.png per frame"
@@ -77,7 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["mpii-nv", "eth-xgaze"],
         help="output normalization constants (default: render.normalization)",
     )
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: render.workers)")
+    p.add_argument("--workers", type=_workers, metavar="N|auto", help=_WORKERS_HELP.format("render"))
+    p.add_argument(
+        "--device",
+        type=_device,
+        metavar="auto|cpu|N",
+        help="GL device: auto (the GPU of CUDA device 0, i.e. the first of CUDA_VISIBLE_DEVICES, if NVIDIA EGL "
+        "has one, else Mesa), cpu (Mesa llvmpipe) or CUDA device N (default: render.device)",
+    )
     p.add_argument("--limit", type=int, metavar="K", help="at most K source frames per subject")
     p.add_argument("--resume", action="store_true", help="finish interrupted subjects, skip finished ones")
 
@@ -128,6 +160,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "render.seed": args.seed,
                 "render.workers": args.workers,
                 "render.normalization": args.normalization,
+                "render.device": args.device,
             },
         )
         from nvsynth.runtime.render_run import run as run_render

@@ -11,14 +11,38 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
 from nvsynth.core.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "config_path.yaml"
+
+
+def _workers(value: object) -> int | str:
+    """``workers``: an integer >= 1, or ``"auto"`` (the CPUs this process may use, resolved when a run starts)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError("expected an integer >= 1 or 'auto'")
+
+
+def _device(value: object) -> int | str:
+    """``render.device``: ``"auto"``, ``"cpu"`` (Mesa llvmpipe) or a CUDA device ordinal >= 0."""
+    if value in ("auto", "cpu"):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError("expected 'auto', 'cpu' or a CUDA device number >= 0")
+
+
+#: Worker processes: an integer >= 1 or "auto" (see :func:`nvsynth.runtime.slots.worker_count`).
+Workers = Annotated[int | str, PlainValidator(_workers)]
+#: The render device: "auto", "cpu" or a CUDA ordinal (see :mod:`render.egl_devices`).
+Device = Annotated[int | str, PlainValidator(_device)]
 
 
 class _Section(BaseModel):
@@ -51,7 +75,7 @@ class ReconConfig(_Section):
     detector: Literal["dlib", "fan", "mediapipe"] = "dlib"
     # mediapipe: frames whose face-presence probability is below this are skipped (no face)
     min_face_presence: float = Field(0.5, ge=0.0, le=1.0)
-    workers: int = Field(1, ge=1)
+    workers: Workers = "auto"
     subdivide: int = Field(0, ge=0, le=2)  # Loop-style subdivision steps of the template
     export_obj: bool = False
     rotation_prior_deg: float | None = Field(None, gt=0.0)  # fit's rotation prior about the annotation's; null: none
@@ -72,7 +96,8 @@ class RenderConfig(_Section):
     gaussian_on: Literal["head", "gaze"] = "head"
     views: int = Field(16, ge=1)
     seed: int = 0
-    workers: int = Field(1, ge=1)
+    workers: Workers = "auto"
+    device: Device = "auto"
     max_pose_deg: float = Field(80.0, gt=0.0, le=90.0)
     max_attempts: int = Field(20, ge=1)
     appearance: Literal["mpii-nv", "plain"] = "mpii-nv"

@@ -120,7 +120,7 @@ FILE_ATTRS: tuple[Attr, ...] = (
     Attr(NORM_ATTRS[2], "float", "distance of the face centre from the normalized camera, mm"),
     Attr(NORM_ATTRS[3], "int", "image size norm_focal refers to (patches are stored at 224)"),
     Attr("nvsynth_version", "str", "nvsynth version that wrote the file"),
-    Attr("config_hash", "str", "digest of the configuration (render.workers excluded)"),
+    Attr("config_hash", "str", "digest of the configuration (worker counts and render.device excluded)"),
     Attr("seed", "int", "render.seed"),
     Attr("pattern", "str", "render.pattern, the head-pose pattern"),
     Attr("subject", "str", "the subject of every row"),

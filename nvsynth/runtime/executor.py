@@ -163,6 +163,12 @@ class ProcessExecutor(_Closing):
             self._pool.shutdown(wait=True, cancel_futures=True)  # at most one item per worker is finishing
 
 
+class ExecutorFactory(Protocol):
+    """Makes a stage's executor: ``factory(setup, workers, env=...)`` (:func:`make_executor` is one)."""
+
+    def __call__(self, setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None) -> Executor: ...
+
+
 def make_executor(
     setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None, isolate: bool = False
 ) -> InProcessExecutor | ProcessExecutor:
@@ -209,4 +215,4 @@ def _run_item(work: Callable[[Any, T], R], item: T) -> R:
     return work(_SLOT.state, item)
 
 
-__all__ = ["IN_FLIGHT_PER_SLOT", "Executor", "InProcessExecutor", "ProcessExecutor", "make_executor"]
+__all__ = ["IN_FLIGHT_PER_SLOT", "Executor", "ExecutorFactory", "InProcessExecutor", "ProcessExecutor", "make_executor"]

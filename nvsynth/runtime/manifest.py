@@ -27,6 +27,7 @@ from nvsynth import __version__
 from nvsynth.core.atomic import write_text
 from nvsynth.core.config import Config
 from nvsynth.recon.stage import FrameOutcome
+from nvsynth.render.egl_devices import GlInfo
 from nvsynth.render.patterns import Pattern
 from nvsynth.render.stage import Skip
 from nvsynth.runtime.render_plan import run_hash
@@ -69,7 +70,7 @@ class SubjectReport:
         }
 
 
-def versions(gl_renderer: str | None) -> dict[str, str | None]:
+def versions(gl: GlInfo | None) -> dict[str, str | None]:
     import moderngl
 
     return {
@@ -77,7 +78,8 @@ def versions(gl_renderer: str | None) -> dict[str, str | None]:
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "moderngl": getattr(moderngl, "__version__", None),
-        "gl_renderer": gl_renderer,
+        "gl_renderer": None if gl is None else gl.renderer,
+        "gl_version": None if gl is None else gl.version,
         "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version,
         "cv2": cv2.__version__,
@@ -93,7 +95,9 @@ class RenderLog:
         self.pattern = pattern
         self.t0 = time.perf_counter()
         self.reports: dict[str, SubjectReport] = {}
-        self.gl_renderer: str | None = None
+        self.gl: GlInfo | None = None  # what the first worker reported
+        self.device = ""  # the EGL device chosen (render.egl_devices.EglDevice.describe())
+        self.workers = 0
         self.status = "running"
         self.timing: dict[str, float] = {}  # worker stages (summed over workers), main-side write/wait
         self.first_result_s: float | None = None
@@ -120,7 +124,14 @@ class RenderLog:
                 "file": pat.origin if pat else None,
                 "rows": None if pat is None or pat.poses is None else len(pat.poses),
             },
-            "versions": versions(self.gl_renderer),
+            "versions": versions(self.gl),
+            "device": {
+                "requested": self.cfg.render.device,
+                "egl_device": self.device,
+                "gl_renderer": None if self.gl is None else self.gl.renderer,
+                "gl_version": None if self.gl is None else self.gl.version,
+                "workers": self.workers,
+            },
             "subjects": subjects,
             "totals": {
                 "rows": sum(r.rows for r in self.reports.values()),

@@ -45,6 +45,7 @@ from nvsynth.runtime.executor import Executor, make_executor
 from nvsynth.runtime.interrupt import Interrupt
 from nvsynth.runtime.manifest import RECON_MANIFEST, write_recon_manifest
 from nvsynth.runtime.progress import progress_bar
+from nvsynth.runtime.slots import worker_count
 
 #: Set in every recon worker before numpy loads.
 BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -94,7 +95,8 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
 
     all_outcomes: list[FrameOutcome] = []
     t_run = time.perf_counter()
-    executor = make_executor(partial(start_frame_processor, cfg), cfg.recon.workers, env=BLAS_ENV, isolate=True)
+    workers = worker_count(cfg.recon.workers, "recon")
+    executor = make_executor(partial(start_frame_processor, cfg), workers, env=BLAS_ENV, isolate=True)
     with executor, Interrupt() as stop:
         for name in names:
             all_outcomes.extend(_recon_subject(cfg, dataset, name, Path(obj), limit, force, executor, stop))

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import sys
@@ -84,12 +85,20 @@ def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
 
 
 def run_hash(cfg: Config) -> str:
-    """The config digest that decides whether outputs are compatible (worker count excluded)."""
-    return _canonical(cfg).digest()
+    """The config digest that decides whether outputs are compatible (where the run ran is excluded)."""
+    blob = json.dumps(_canonical(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _canonical(cfg: Config) -> Config:
-    return cfg.model_copy(update={"render": cfg.render.model_copy(update={"workers": 1})})
+def _canonical(cfg: Config) -> dict[str, Any]:
+    """The configuration without the settings of where a run ran: worker counts (as 1) and the render device.
+
+    Worker counts stay in as 1 so that the digest of a configuration equals the one of the releases before
+    ``workers: auto`` and ``render.device``.
+    """
+    raw = cfg.model_dump(mode="json", exclude={"render": {"device"}})
+    raw["render"]["workers"] = raw["recon"]["workers"] = 1
+    return raw
 
 
 def file_attrs(cfg: Config, subject: str) -> dict[str, Any]:
@@ -103,7 +112,7 @@ def file_attrs(cfg: Config, subject: str) -> dict[str, Any]:
         "pattern": cfg.render.pattern,
         "subject": subject,
         "views_per_source": int(cfg.render.views),
-        "config_json": json.dumps(_canonical(cfg).model_dump(mode="json"), sort_keys=True),
+        "config_json": json.dumps(_canonical(cfg), sort_keys=True),
     }
 
 

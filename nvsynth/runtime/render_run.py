@@ -7,10 +7,16 @@ written), then feeds each subject's sources to one executor
 (:func:`nvsynth.render.stage.render_item`) and writes the rows as they come
 back, in frame order then view order, whatever the number of workers.
 
-* ``--workers N`` (N > 1) renders in N 'spawn' processes, started before the
-  sources are listed, each with its own renderer (GL context made in that
+* ``--workers N`` (N > 1; ``auto``, the default: one per usable CPU,
+  :mod:`nvsynth.runtime.slots`) renders in N 'spawn' processes, started before
+  the sources are listed, each with its own renderer (GL context made in that
   process) and one llvmpipe thread (``LP_NUM_THREADS``, unless set);
-  N = 1 renders in this process. At most ``2 N`` sources are in flight, so
+  N = 1 renders in this process.
+* ``--device auto|cpu|N`` picks the EGL device once, here
+  (:mod:`nvsynth.render.egl_devices`); every worker draws on it (several
+  workers may share one GPU). The device is printed at start, and
+  ``GL_RENDERER``/``GL_VERSION`` when the first source is done; all three go
+  to ``manifest.json``. At most ``2 N`` sources are in flight, so
   memory stays flat however large the subject.
 * Each subject is written to ``<subject>.h5.partial`` and renamed when
   complete. Rows are appended in batches of whole sources (at least
@@ -31,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -41,20 +48,33 @@ from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError
 from nvsynth.core.h5io import H5Writer, concat_rows
 from nvsynth.core.schema import FIELDS, PROGRESS_ATTR, SKIPS_ATTR
+from nvsynth.render.egl_devices import select_device
 from nvsynth.render.patterns import load_pattern
 from nvsynth.render.stage import RenderSpec, Skip, SourceItem, SourceResult, render_item, start_source_renderer
-from nvsynth.runtime.executor import Executor, make_executor
+from nvsynth.runtime.executor import Executor, ExecutorFactory, make_executor
 from nvsynth.runtime.interrupt import Interrupt
 from nvsynth.runtime.manifest import RenderLog, SubjectReport
 from nvsynth.runtime.progress import progress_bar
 from nvsynth.runtime.render_plan import SubjectPlan, file_attrs, plan_subjects, read_attrs, skips_of
+from nvsynth.runtime.slots import worker_count
 
 #: Rows buffered before one h5 append (per-append overhead is ~10-20 ms for the 20 datasets).
 WRITE_ROWS = 128
 
 
-def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | None = None, resume: bool = False) -> int:
-    """Render every selected subject's sources into ``OUTDIR/<subject>.h5``; returns the exit code."""
+def run(
+    cfg: Config,
+    outdir: Path,
+    subjects: str | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    executor_factory: ExecutorFactory = make_executor,
+) -> int:
+    """Render every selected subject's sources into ``OUTDIR/<subject>.h5``; returns the exit code.
+
+    ``executor_factory(setup, workers, env=...)`` makes the executor (default: in-process for one worker,
+    else a process pool); benchmarks pass another implementation of the same interface.
+    """
     if cfg.data.records is None:
         raise ConfigError("data.records is not set: point it at the folder `nvsynth recon` wrote")
     if limit is not None and limit < 1:
@@ -64,13 +84,18 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     from nvsynth.render.backgrounds import BackgroundSource
 
     backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
-    spec = RenderSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=input_root(cfg))
-    workers = int(cfg.render.workers)
+    device = select_device(cfg.render.device)  # one line naming the devices when there is none to match
+    workers = worker_count(cfg.render.workers, "render")
+    log.device, log.workers = device.describe(), workers
+    spec = RenderSpec(
+        cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=input_root(cfg), device=device
+    )
     # several workers already use every core: one llvmpipe thread each avoids oversubscription (a user setting wins)
     env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "1")}
-    with make_executor(partial(start_source_renderer, spec, backgrounds), workers, env=env) as executor:
+    with executor_factory(partial(start_source_renderer, spec, backgrounds), workers, env=env) as executor:
         executor.start()  # worker imports overlap with the planning below
         plans, empty = plan_subjects(cfg, obj_root, outdir, subjects, limit, resume)
+        print(f"nvsynth render: {workers} worker(s) on {log.device} (device: {cfg.render.device})", file=sys.stderr)
         for name in empty:
             log.reports[name] = SubjectReport(status="no-records")
         with Interrupt() as stop:
@@ -149,8 +174,9 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
                 if log.first_result_s is None:
                     log.first_result_s = t_got - log.t0
                 log.charge({"main_wait": t_got - t_wait, **{f"worker_{k}": v for k, v in result.seconds.items()}})
-                if result.gl_renderer and not log.gl_renderer:
-                    log.gl_renderer = result.gl_renderer
+                if result.gl is not None and log.gl is None:
+                    log.gl = result.gl
+                    bar.write(f"nvsynth render: {result.gl.renderer} ({result.gl.version})", file=sys.stderr)
                 for s in result.skips:
                     skips[s.key] = s
                 pending.append(result)
