@@ -59,6 +59,7 @@ from numpy.typing import NDArray
 
 from nvsynth.recon.meshops import face_normals, vertex_normals
 from nvsynth.recon.record import ReconRecord
+from nvsynth.render import skin
 from nvsynth.render.regions import eye_distances
 from nvsynth.render.uvlayout import UVLayout
 
@@ -224,20 +225,38 @@ def unwrap(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> U
     )
 
 
-def build_atlas(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> Atlas:
+def build_atlas(
+    record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout, judge: NDArray[np.uint8] | None = None
+) -> Atlas:
     """Unwrap the source frame into ``layout`` and complete what it did not see (module docstring).
 
     The colours are full resolution; the layers' alphas, the brightness match
     and the fill are smooth and computed on the half-resolution grid.
+    ``judge``: the frame whose colours decide which texels show the background
+    (:mod:`render.skin`); ``image`` itself by default (a benchmark textures with
+    another image of the same frame, e.g. the true head's coverage, and passes the source).
     """
     own = unwrap(record, image, layout)
     assert layout.half is not None
     S, H = layout.size, layout.half.size
     cos = own.cos
     seen_h = (cv2.resize(own.seen.astype(np.float32), (H, H), interpolation=cv2.INTER_AREA) >= 1.0 - 1e-6) & own.inner
+    colour = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA).astype(np.float32)
+    # Own texels whose colour is the scene beside the face (a fitted outline wider than the face) are unseen.
+    judged = (
+        colour
+        if judge is None
+        else cv2.resize(unwrap(record, judge, layout).colour, (H, H), interpolation=cv2.INTER_AREA)
+    )
+    interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
+    seen_h &= ~skin.background_texels(
+        judged.astype(np.float32),
+        seen_h & (cos > BACKFACE_COS),
+        interior,
+        skin.ring_colours(record, image if judge is None else judge),
+    )
     usable = _feather(seen_h & (cos > BACKFACE_COS), layout.half.inside, FEATHER_TEXELS / 2)
     usable *= _ramp(cos, BACKFACE_COS, USABLE_COS)
-    colour = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA).astype(np.float32)
     # The mirror layer, by normalized interpolation (texels off the chart carry no weight).
     pre = np.dstack([colour * usable[..., None], usable, cos * usable])
     mir = cv2.remap(pre, layout.half.mirror_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

@@ -64,14 +64,19 @@ class TexturedMesh:
     atlas: Atlas
 
 
-def build_render_mesh(record: ReconRecord, image: NDArray[np.uint8], chart: TemplateChart) -> TexturedMesh:
-    """The render mesh of one source frame, textured by its completed atlas (see the module docstring)."""
+def build_render_mesh(
+    record: ReconRecord, image: NDArray[np.uint8], chart: TemplateChart, judge: NDArray[np.uint8] | None = None
+) -> TexturedMesh:
+    """The render mesh of one source frame, textured by its completed atlas (see the module docstring).
+
+    ``judge``: see :func:`render.atlas.build_atlas` (``None``: ``image`` itself, as the render stage does).
+    """
     v = np.asarray(record.vertices, dtype=np.float64)
     faces = np.asarray(record.faces, dtype=np.int64)
     if v.ndim != 2 or v.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"record {record.source_file}: malformed mesh {v.shape}, {faces.shape}")
     layout = chart.layout(len(v))
-    atlas = build_atlas(record, image, layout)
+    atlas = build_atlas(record, image, layout, judge)
     tc = layout.texcoords
     seen = cv2.remap(atlas.own, tc[None, :, 0], tc[None, :, 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     mesh = RenderMesh(

@@ -220,8 +220,10 @@ def score_h5(
 
         chart = TemplateChart.of(template_from_config(Config()))
 
-    def textured(record: ReconRecord, image: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], RenderMesh]:
-        t = build_render_mesh(record, image, chart)  # the source's atlas, as the render stage builds it
+    def textured(
+        record: ReconRecord, image: NDArray[np.uint8], judge: NDArray[np.uint8] | None = None
+    ) -> tuple[NDArray[np.uint8], RenderMesh]:
+        t = build_render_mesh(record, image, chart, judge)  # the source's atlas, as the render stage builds it
         return t.texture, t.mesh
 
     with h5py.File(h5_path, "r") as f:
@@ -241,8 +243,9 @@ def score_h5(
         rec_nv = ReconRecord.load(record_path(Path(root) / "obj", truth.subject, record_name))
         repro_patch, _ = to_patches(fr.render(*textured(rec_nv, source), T))
         cover = cv2.cvtColor(coverage(root, truth.subject, int(fi)), cv2.COLOR_GRAY2BGR)
-        # the coverage image goes through the same atlas completion: a texel mirrored from background counts
-        cover_patch, _ = to_patches(fr.render(*textured(rec_nv, cover), T))
+        # the coverage image goes through the same atlas completion: a texel mirrored from background counts;
+        # the source frame's colours decide, as in the render stage, which own texels show the background
+        cover_patch, _ = to_patches(fr.render(*textured(rec_nv, cover, judge=source), T))
         dz, rms = mesh_error(rec_nv, rec_true)
         for k, r in enumerate(rows):
             nv_patch = cols["face_patch"][r]
