@@ -236,6 +236,10 @@ class HeadPose:
         return self.transform(FACE_MODEL_6).mean(axis=0)
 
 
+#: Stop rule of the final Levenberg-Marquardt refinement of the head pose (cv2.solvePnPRefineLM).
+PNP_LM_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 100, 1e-12)
+
+
 def estimate_head_pose(
     landmarks_6: ArrayLike,
     camera_matrix: ArrayLike,
@@ -253,6 +257,8 @@ def estimate_head_pose(
     ok, rvec, tvec = cv2.solvePnP(obj, img, K, d, rvec, tvec, True, flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         raise ValueError("iterative PnP failed on the 6 face landmarks")
+    # the same Levenberg-Marquardt, run to convergence: solvePnP's default stop left up to ~2e-6 mm
+    rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, d, rvec, tvec, PNP_LM_CRITERIA)
     return HeadPose.from_rvec(rvec, tvec)
 
 
