@@ -9,6 +9,8 @@ the same space as the annotation's face centre and gaze target.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -56,7 +58,15 @@ class ReconRecord:
 
     @classmethod
     def load(cls, path: Path) -> ReconRecord:
-        """Read a record; raises ``ValueError`` if a key is missing or malformed."""
+        """Read a record; raises ``ValueError`` if it is damaged (e.g. truncated), or a key is missing or malformed."""
+        try:
+            return cls._load(path)
+        except (KeyError, EOFError, zipfile.BadZipFile, zlib.error, TypeError) as err:
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{path}: damaged record ({type(err).__name__}: {reason})") from None
+
+    @classmethod
+    def _load(cls, path: Path) -> ReconRecord:
         with np.load(path, allow_pickle=False) as z:
             missing = [f.name for f in fields(cls) if f.name not in z.files]
             if missing:
