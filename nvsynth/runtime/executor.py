@@ -19,9 +19,12 @@ Implementations:
   first :meth:`~Executor.map`.
 * :class:`ProcessExecutor` -- ``workers`` processes of a
   :class:`concurrent.futures.ProcessPoolExecutor`. Each worker ignores SIGINT
-  (the main process decides what an interrupt means), sets ``env`` (e.g.
-  ``LP_NUM_THREADS``, BLAS threads) *before* it unpickles ``setup`` -- that
-  is, before numpy or Mesa load -- then builds its state.
+  and SIGTERM (the main process decides what a stop means,
+  :mod:`nvsynth.runtime.interrupt`), dies with the main process (Linux:
+  ``PR_SET_PDEATHSIG``; elsewhere a thread that watches the parent), sets
+  ``env`` (e.g. ``LP_NUM_THREADS``, BLAS threads) *before* it unpickles
+  ``setup`` -- that is, before numpy or Mesa load -- then builds its state.
+  A worker never outlives the process that started it, even a SIGKILLed one.
 
 A Ray executor fits the same interface: one actor per slot whose constructor
 calls ``setup()`` (GL context and assets live in the actor), ``map`` sending
@@ -31,10 +34,14 @@ order (``ray.util.ActorPool.map`` keeps the order).
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -129,7 +136,9 @@ class ProcessExecutor(_Closing):
         self._depth = max(1, self._workers * int(in_flight))
         # setup travels pickled and is unpickled by the worker after env is set, so that env reaches
         # libraries read at import (OpenBLAS, Mesa) whatever setup's pickle imports
-        initargs = (dict(env or {}), pickle.dumps(setup))
+        # a 'spawn' worker's parent is this process; a 'forkserver' worker's is the fork server (0: its parent)
+        parent = os.getpid() if start_method == "spawn" else 0
+        initargs = (dict(env or {}), pickle.dumps(setup), parent)
         self._pool = ProcessPoolExecutor(
             self._workers, mp_context=mp.get_context(start_method), initializer=_start_slot, initargs=initargs
         )
@@ -186,14 +195,49 @@ class _Slot:
 _SLOT: _Slot | None = None
 
 
-def _start_slot(env: dict[str, str], setup_pickle: bytes) -> None:
-    """Pool initializer: ignore SIGINT, set ``env``, then build the slot's state.
+#: ``prctl`` option: the signal this process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+#: How often a worker without ``PR_SET_PDEATHSIG`` checks that its parent is alive, seconds.
+PARENT_POLL_S = 0.5
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` (the process that started it) ends, however it ends.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, then a check that the parent
+    did not die before that call. Elsewhere: a daemon thread polls the parent
+    pid and exits the process when it changes.
+    """
+    parent = parent or os.getppid()
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent is already gone
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="nvsynth-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _start_slot(env: dict[str, str], setup_pickle: bytes, parent: int) -> None:
+    """Pool initializer: ignore SIGINT and SIGTERM, die with ``parent``, set ``env``, then build the state.
 
     A failure is kept and raised by every item of this slot (an initializer
     that raises only breaks the pool, without its message).
     """
     global _SLOT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(parent)
     os.environ.update(env)
     try:
         _SLOT = _Slot(pickle.loads(setup_pickle)(), None)
@@ -209,4 +253,4 @@ def _run_item(work: Callable[[Any, T], R], item: T) -> R:
     return work(_SLOT.state, item)
 
 
-__all__ = ["IN_FLIGHT_PER_SLOT", "Executor", "InProcessExecutor", "ProcessExecutor", "make_executor"]
+__all__ = ["IN_FLIGHT_PER_SLOT", "Executor", "InProcessExecutor", "ProcessExecutor", "die_with_parent", "make_executor"]

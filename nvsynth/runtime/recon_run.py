@@ -12,14 +12,23 @@ executor (:mod:`nvsynth.runtime.executor`). Each record lands at
 Frames always run in worker processes ('spawn'), even with one worker: each
 sets single-threaded BLAS before numpy loads (the fit's small dense solves
 are far slower with several BLAS threads per process) and builds its own
-dlib objects and template; nothing mutable is shared. SIGINT stops after the
-frames in flight: the subject's manifest lists the frames done so far, and a
-re-run continues from the records on disk.
+dlib objects and template; nothing mutable is shared. SIGINT or SIGTERM
+stops after the frames in flight: the subject's manifest lists the frames
+done so far, and a re-run continues from the records on disk. Every record is
+written atomically, so a SIGKILL loses only the frames in flight; their
+temporary files are removed by the next run, and a damaged record (truncated,
+or made from another annotation line) is redone.
+
+Each subject's record folder is locked for the run
+(:class:`nvsynth.runtime.preflight.RunLock`): a second recon of the same
+subject refuses in one line naming the first one's pid. Duplicate annotation
+lines are reported once and recorded as skipped (the frame is kept once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -27,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from nvsynth.core.config import Config
-from nvsynth.core.errors import ConfigError
-from nvsynth.datasets.mpii import Subject, open_subject, select_subjects
+from nvsynth.core.errors import ConfigError, io_guard
+from nvsynth.datasets.mpii import Annotation, Subject, open_subject, select_subjects
 from nvsynth.recon.record import record_path
 from nvsynth.recon.stage import (
     FrameOutcome,
@@ -39,9 +48,11 @@ from nvsynth.recon.stage import (
     start_frame_processor,
 )
 from nvsynth.recon.template import load_landmark_map, template_from_config
+from nvsynth.runtime import failpoints
 from nvsynth.runtime.executor import Executor, make_executor
 from nvsynth.runtime.interrupt import Interrupt
 from nvsynth.runtime.manifest import RECON_MANIFEST, write_recon_manifest
+from nvsynth.runtime.preflight import RunLock, check_workers, prepare_folder, warn
 from nvsynth.runtime.progress import progress_bar
 
 #: Set in every recon worker before numpy loads.
@@ -89,13 +100,18 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
     template_from_config(cfg)  # missing template offline: one line saying where to put it
     load_landmark_map(cfg)
     check_backend(cfg.recon.detector)
+    warn(check_workers(cfg.recon.workers))
+    prepare_folder(Path(obj), "recon folder (data.mpii.obj)")
 
     all_outcomes: list[FrameOutcome] = []
     t_run = time.perf_counter()
-    executor = make_executor(partial(start_frame_processor, cfg), cfg.recon.workers, env=BLAS_ENV, isolate=True)
-    with executor, Interrupt() as stop:
-        for subj in opened:
-            all_outcomes.extend(_recon_subject(cfg, subj, Path(obj), limit, force, executor, stop))
+    with contextlib.ExitStack() as held:
+        for subj in opened:  # one recon per subject folder at a time
+            held.enter_context(RunLock(prepare_folder(Path(obj) / subj.name, "recon folder")))
+        executor = make_executor(partial(start_frame_processor, cfg), cfg.recon.workers, env=BLAS_ENV, isolate=True)
+        with executor, Interrupt() as stop:
+            for subj in opened:
+                all_outcomes.extend(_recon_subject(cfg, subj, Path(obj), limit, force, executor, stop))
     print(summarize(all_outcomes, time.perf_counter() - t_run))
     ok = sum(o.status in ("ok", "cached") for o in all_outcomes)
     return 0 if ok > 0 or not all_outcomes else 1
@@ -105,8 +121,19 @@ def _recon_subject(
     cfg: Config, subj: Subject, obj: Path, limit: int | None, force: bool, executor: Executor, stop: Interrupt
 ) -> list[FrameOutcome]:
     """One subject's frames: cached ones read, the others through the executor; its manifest written."""
-    frames = subj.frame_list(limit)
-    outcomes: list[FrameOutcome] = []
+    ann: Annotation = subj.read(limit)
+    frames = list(ann.frames)
+    _clean_temporary(obj / subj.name)
+    outcomes: list[FrameOutcome] = [
+        FrameOutcome(d.index, d.relative_path, "skipped", d.reason, float("nan"), "", 0.0) for d in ann.duplicates
+    ]
+    if ann.duplicates:
+        first = ann.duplicates[0]
+        print(
+            f"nvsynth recon: {subj.annotation_file}: {len(ann.duplicates)} duplicate line(s) "
+            f"(first: line {first.line} repeats the image of line {first.first_line}); each frame is kept once",
+            file=sys.stderr,
+        )
     tasks: list[FrameTask] = []
     for fr in frames:
         out = record_path(obj, subj.name, fr.relative_path)
@@ -116,11 +143,12 @@ def _recon_subject(
         else:
             tasks.append(FrameTask(fr, subj.calibration.camera, out, cfg.recon.export_obj))
     results = executor.map(process_frame, tasks)
-    bar = progress_bar(len(frames), desc=f"recon {subj.name}", unit="frame", initial=len(outcomes))
+    bar = progress_bar(len(frames), desc=f"recon {subj.name}", unit="frame", initial=len(frames) - len(tasks))
     try:
         with bar, contextlib.closing(results):
             for o in results:
                 outcomes.append(o)
+                failpoints.reached("recon-frame")
                 bar.update(1)
                 if o.status == "skipped":
                     bar.set_postfix_str(f"skipped {sum(x.status == 'skipped' for x in outcomes)}")
@@ -130,3 +158,11 @@ def _recon_subject(
         raise
     write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
     return outcomes
+
+
+def _clean_temporary(folder: Path) -> None:
+    """Remove the temporary record files of frames a kill interrupted (they were never complete)."""
+    if folder.is_dir():
+        with io_guard(folder, "clean the recon folder"):
+            for p in folder.rglob(".*.tmp.*"):
+                p.unlink(missing_ok=True)
