@@ -31,7 +31,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import geometry, h5io, schema
 from nvsynth.core.atomic import atomic_path, write_bytes
-from nvsynth.core.errors import ConfigError, NvsynthError, OutputError
+from nvsynth.core.errors import ConfigError, NvsynthError, OutputError, io_guard
 from nvsynth.core.limits import LabelLimits
 
 LABELS = (("face_gaze", "gaze"), ("face_head_pose", "head"))
@@ -337,7 +337,8 @@ def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = 
         raise ConfigError("--num must be at least 1")
     files = find_files(Path(path))
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
+        with io_guard(out, "create the folder for the figures"):
+            Path(out).mkdir(parents=True, exist_ok=True)
     failed = 0
     picks: list[tuple[Path, int]] = []  # (file, rows) usable for the figures
     heads: list[NDArray[np.float64]] = []
