@@ -33,7 +33,7 @@ from nvsynth.recon.quality import FaceGate
 from nvsynth.render.backgrounds import PROCEDURAL_COUNT
 from nvsynth.render.patterns import Pattern
 from nvsynth.render.views import normalize_source, sample_view
-from nvsynth.runtime.preflight import check_workers, usable_cores
+from nvsynth.runtime.preflight import check_space, check_workers, usable_cores
 from nvsynth.runtime.render_run import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +127,32 @@ def test_output_files_follow_the_umask(small: tuple[Path, Path], tmp_path: Path)
     assert stat.S_IMODE(out.stat().st_mode) == 0o750
 
 
+def test_free_space_is_checked_up_front(tmp_path: Path) -> None:
+    assert check_space(tmp_path, 1) is None
+    warning = check_space(tmp_path, 10**12)  # 120 PB of images: never fits
+    assert warning and warning.startswith(f"warning: {tmp_path}: this run needs about ") and "--resume" in warning
+
+
+def test_recon_on_a_full_disk_is_one_line(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE below one record's size: the worker's write fails with EFBIG; one line, exit 1."""
+    cfg = _sample_copy(tmp_path)
+    cmd = [sys.executable, "-m", "nvsynth.app.cli", "recon", "--config", str(cfg)]
+    limit = 8000  # a record is ~29 kB
+
+    def small_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+                          preexec_fn=small_files)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.rstrip().splitlines()[-1]
+    assert line.startswith("nvsynth recon: error: ") and "cannot write the recon record: File too large" in line
+    assert not [p for p in (tmp_path / "obj").rglob("*.npz")]  # nothing half-written, not even a temporary file
+
+
 # --- bad data: skipped and recorded ------------------------------------------------------------
 
 
@@ -178,6 +204,14 @@ def test_truncated_recon_record_is_skipped_by_render_and_named(
     (skip,) = m["skips"]
     assert skip["source_file"] == "p00/day01/0002.npz" and "`nvsynth recon` redoes it" in skip["reason"]
     assert m["subjects"]["p00"]["rows"] == 8
+
+
+def test_committed_units_are_never_dropped_unasked(small: tuple[Path, Path], tmp_path: Path) -> None:
+    from nvsynth.core.errors import OutputError
+
+    (tmp_path / "out" / "p00.h5.parts").mkdir(parents=True)
+    with pytest.raises(OutputError, match=r"p00\.h5\.parts holds the committed rows of an interrupted run: pass"):
+        run(from_dict(_cfg(*small)), tmp_path / "out")
 
 
 def test_duplicate_subjects_render_once(small: tuple[Path, Path], tmp_path: Path) -> None:

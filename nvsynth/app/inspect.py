@@ -95,6 +95,9 @@ def find_files(path: Path) -> list[Path]:
         partial = sorted(path.glob("*.h5" + h5io.PARTIAL_SUFFIX))
         if partial:
             print(f"note: {len(partial)} unfinished {h5io.PARTIAL_SUFFIX} file(s) ignored (resume the render)")
+        parts = sorted(p for p in path.glob("*.h5.parts") if p.is_dir())
+        if parts:
+            print(f"note: {len(parts)} unfinished subject(s) with committed units ignored (resume the render)")
         return files
     raise OutputError(f"{path}: no such file or folder")
 
