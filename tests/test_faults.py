@@ -161,12 +161,19 @@ def test_external_sigkill_leaves_no_worker_and_resume_redoes_only_the_unit_in_fl
     _assert_identical(out, data)
 
 
-def test_sigterm_stops_like_sigint_and_names_the_resume_command(data: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["to-the-run", "to-its-process-group"])
+def test_sigterm_stops_like_sigint_and_names_the_resume_command(
+    data: dict[str, Path], tmp_path: Path, group: bool
+) -> None:
+    """SIGTERM to the run (kill PID), or to its whole process group (a scheduler): workers included."""
     out, token = tmp_path / "out", uuid.uuid4().hex
     proc = subprocess.Popen(_render(data, out, "--workers", "2"), cwd=REPO, env=_env(token), text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     _wait_for_units(proc, out, 1)
-    proc.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err
     line = err.rstrip().splitlines()[-1]
@@ -300,3 +307,24 @@ def test_sigkill_during_recon_then_rerun_gives_the_same_records(tmp_path: Path, 
     for name in a:
         for k in a[name]:
             np.testing.assert_array_equal(a[name][k], b[name][k], err_msg=f"{name}:{k}")
+
+
+def test_a_killed_worker_is_one_line_and_resume_completes(data: dict[str, Path], tmp_path: Path) -> None:
+    """The out-of-memory killer picks a worker, not the main process: one line, committed units kept."""
+    out, token = tmp_path / "out", uuid.uuid4().hex
+    proc = subprocess.Popen(_render(data, out, "--workers", "2"), cwd=REPO, env=_env(token), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for_units(proc, out, 1)
+    workers = [pid for pid in _live_processes(token) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 2  # not the multiprocessing resource tracker
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    line = err.rstrip().splitlines()[-1]
+    assert line.startswith("nvsynth render: error: a worker process ended abruptly") and line.endswith("--resume`")
+    _assert_none_left(token)
+    committed = _units(out)
+    p = _run(_render(data, out, "--resume"), _env(token))
+    assert p.returncode == 0, p.stderr
+    assert _manifest(out)["units_kept"] == committed
+    _assert_identical(out, data)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nvsynth import __version__
-from nvsynth.core.errors import ConfigError, NvsynthError, PathError, path_error
+from nvsynth.core.errors import ConfigError, NvsynthError, PathError, WorkerError, path_error
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -166,7 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except NvsynthError as err:
-        print(f"nvsynth {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        hint = ""
+        if isinstance(err, WorkerError) and args.command in ("render", "recon"):
+            kept = "the committed units are kept: resume with" if args.command == "render" else "continue with"
+            hint = f"; {kept} `{continue_command(args.command, argv)}`"
+        print(f"nvsynth {args.command}: error: {_one_line(err)}{hint}", file=sys.stderr)
         return exit_code(err)
     except OSError as err:  # not translated by a layer: still one line that names the path
         pe = path_error(err, None, "read or write it")

@@ -52,6 +52,10 @@ class OutputError(NvsynthError):
     """An output file or folder cannot be written, or is not a valid nvsynth output."""
 
 
+class WorkerError(NvsynthError):
+    """A worker process ended abruptly (killed, e.g. by the out-of-memory killer, or crashed)."""
+
+
 #: ``errno`` values that mean the user pointed nvsynth at a wrong path (exit 2); others are faults of
 #: the environment (a full disk, a quota, a file-size limit, an I/O error: exit 1).
 USER_ERRNOS = frozenset(

@@ -11,7 +11,8 @@ See docs/design.md ("Runtime"). A stage gives two picklable callables:
 at most ``slots * in_flight`` of them in flight, and yields the results in
 item order, so the output never depends on the number of slots or on which
 slot ran an item. An exception raised by ``work`` (or by ``setup``, reported
-by the slot's first item) comes back from :meth:`~Executor.map`.
+by the slot's first item) comes back from :meth:`~Executor.map`; a worker that
+dies (SIGKILL, the out-of-memory killer) is a :class:`~nvsynth.core.errors.WorkerError`.
 
 Implementations:
 
@@ -19,8 +20,11 @@ Implementations:
   first :meth:`~Executor.map`.
 * :class:`ProcessExecutor` -- ``workers`` processes of a
   :class:`concurrent.futures.ProcessPoolExecutor`. Each worker ignores SIGINT
-  and SIGTERM (the main process decides what a stop means,
-  :mod:`nvsynth.runtime.interrupt`), dies with the main process (Linux:
+  (Ctrl-C reaches the whole process group; the main process decides what a stop
+  means, :mod:`nvsynth.runtime.interrupt`), ends on SIGTERM (the pool itself
+  ends the workers of a broken pool with it; a scheduler's SIGTERM to the whole
+  group ends them too, and the main process then stops as for its own SIGTERM),
+  dies with the main process (Linux:
   ``PR_SET_PDEATHSIG``; elsewhere a thread that watches the parent), sets
   ``env`` (e.g. ``LP_NUM_THREADS``, BLAS threads) *before* it unpickles
   ``setup`` -- that is, before numpy or Mesa load -- then builds its state.
@@ -45,8 +49,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from nvsynth.core.errors import WorkerError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -162,6 +169,10 @@ class ProcessExecutor(_Closing):
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+        except BrokenProcessPool:
+            raise WorkerError(
+                "a worker process ended abruptly (killed, e.g. by the out-of-memory killer, or crashed)"
+            ) from None
         finally:
             for fut in pending:  # the caller stopped early: drop what has not started
                 fut.cancel()
@@ -229,14 +240,14 @@ def _watch_parent(parent: int) -> None:
 
 
 def _start_slot(env: dict[str, str], setup_pickle: bytes, parent: int) -> None:
-    """Pool initializer: ignore SIGINT and SIGTERM, die with ``parent``, set ``env``, then build the state.
+    """Pool initializer: ignore SIGINT, die with ``parent``, set ``env``, then build the state.
 
     A failure is kept and raised by every item of this slot (an initializer
     that raises only breaks the pool, without its message).
     """
     global _SLOT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the main process's own handler is not inherited ('spawn')
     die_with_parent(parent)
     os.environ.update(env)
     try:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from nvsynth.core.config import Config
-from nvsynth.core.errors import ConfigError, io_guard
+from nvsynth.core.errors import ConfigError, WorkerError, io_guard
 from nvsynth.datasets.mpii import Annotation, Subject, open_subject, select_subjects
 from nvsynth.recon.record import record_path
 from nvsynth.recon.stage import (
@@ -50,7 +50,7 @@ from nvsynth.recon.stage import (
 from nvsynth.recon.template import load_landmark_map, template_from_config
 from nvsynth.runtime import failpoints
 from nvsynth.runtime.executor import Executor, make_executor
-from nvsynth.runtime.interrupt import Interrupt
+from nvsynth.runtime.interrupt import Interrupt, Stopped
 from nvsynth.runtime.manifest import RECON_MANIFEST, write_recon_manifest
 from nvsynth.runtime.preflight import RunLock, check_workers, prepare_folder, warn
 from nvsynth.runtime.progress import progress_bar
@@ -155,6 +155,11 @@ def _recon_subject(
                 stop.check()
     except KeyboardInterrupt:  # the manifest lists the frames done so far
         write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
+        raise
+    except WorkerError:
+        write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
+        if stop.requested:  # a SIGTERM to the whole process group ended the workers
+            raise Stopped(stop.signum) from None
         raise
     write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
     return outcomes

@@ -21,7 +21,8 @@ back, in frame order then view order, whatever the number of workers:
   sources are listed, each with its own renderer and one llvmpipe thread
   (``LP_NUM_THREADS``, unless set); N = 1 renders in this process. At most
   ``2 N`` sources are in flight, so memory stays flat however large the subject.
-* SIGINT or SIGTERM commits the sources already rendered as a unit, then
+* SIGINT or SIGTERM (to this process, or to its whole process group, which
+  ends the workers at once) commits the sources already rendered as a unit, then
   stops: ``manifest.json`` says ``interrupted`` and
   :class:`~nvsynth.runtime.interrupt.Stopped` propagates (the command prints
   one line naming the ``--resume`` command and exits with 128 + the signal).
@@ -46,12 +47,12 @@ from typing import Any
 import h5py
 
 from nvsynth.core.config import Config
-from nvsynth.core.errors import ConfigError, io_guard
+from nvsynth.core.errors import ConfigError, WorkerError, io_guard
 from nvsynth.render.patterns import load_pattern
 from nvsynth.render.stage import RenderSpec, SourceItem, SourceResult, render_item, start_source_renderer
 from nvsynth.runtime import failpoints
 from nvsynth.runtime.executor import Executor, make_executor
-from nvsynth.runtime.interrupt import Interrupt
+from nvsynth.runtime.interrupt import Interrupt, Stopped
 from nvsynth.runtime.manifest import RenderLog, SubjectReport
 from nvsynth.runtime.preflight import RunLock, check_space, check_workers, prepare_folder, warn
 from nvsynth.runtime.progress import progress_bar
@@ -175,6 +176,7 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
     for note in notes:
         print(f"nvsynth render: {subject}: {note}", file=sys.stderr)
     out = SubjectFile(final, file_attrs(cfg, subject), plan.unreadable)
+    units = _UnitBuffer(store, 0, cfg.render.unit_rows, report)
     try:
         # the subject's file is rebuilt from the committed units, never read back from a partial file
         for unit in kept:
@@ -193,7 +195,7 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
                 file=sys.stderr,
             )
         todo = plan.sources[done:]
-        units = _UnitBuffer(store, len(kept), cfg.render.unit_rows, report)
+        units.number = len(kept)
         views = cfg.render.views
         bar = progress_bar(len(plan.sources) * views, desc=subject, unit="img", initial=done * views)
         results = executor.map(render_item, (SourceItem(subject, s) for s in todo))
@@ -220,13 +222,14 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
         units.commit()  # the last unit too: a kill before the rename below then redoes nothing
         out.commit()
         store.remove()
-    except KeyboardInterrupt:
-        report.status = "interrupted"
+    except BaseException as err:
+        stopped = isinstance(err, KeyboardInterrupt) or (isinstance(err, WorkerError) and stop.requested)
+        report.status = "interrupted" if stopped else "failed"
+        with contextlib.suppress(Exception):  # what was rendered is kept (a full disk may refuse it)
+            units.commit()
         out.discard()
-        raise
-    except BaseException:
-        report.status = "failed"
-        out.discard()
+        if isinstance(err, WorkerError) and stop.requested:  # a SIGTERM to the whole group ended the workers
+            raise Stopped(stop.signum) from None
         raise
 
 
