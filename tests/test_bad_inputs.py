@@ -116,8 +116,8 @@ def test_output_files_follow_the_umask(small: tuple[Path, Path], tmp_path: Path)
     kill = {**_env(), "NVSYNTH_KILL_AT": "unit:2"}  # stop with committed units on disk, to see theirs too
     proc = subprocess.run(cmd, cwd=REPO, env=kill, capture_output=True, timeout=120, preexec_fn=lambda: os.umask(0o027))
     assert proc.returncode < 0
-    units = sorted((out / "p00.h5.parts").glob("unit-*.npz"))
-    assert units
+    units = sorted((out / "p00.h5.parts").glob("unit-*.unit"))
+    assert units and all(stat.S_IMODE(u.stat().st_mode) == 0o640 for u in units)
     proc = subprocess.run([*cmd, "--resume"], cwd=REPO, env=_env(), capture_output=True, timeout=120,
                           preexec_fn=lambda: os.umask(0o027))  # fmt: skip
     assert proc.returncode == 0, proc.stderr

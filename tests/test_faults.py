@@ -94,7 +94,7 @@ def _assert_none_left(token: str, timeout: float = 10.0) -> None:
 
 
 def _units(out: Path) -> int:
-    return len(list((out / f"{SUBJECT}.h5.parts").glob("unit-*.npz")))
+    return len(list((out / f"{SUBJECT}.h5.parts").glob("unit-*.unit")))
 
 
 def _manifest(out: Path) -> dict:
@@ -327,4 +327,18 @@ def test_a_killed_worker_is_one_line_and_resume_completes(data: dict[str, Path],
     p = _run(_render(data, out, "--resume"), _env(token))
     assert p.returncode == 0, p.stderr
     assert _manifest(out)["units_kept"] == committed
+    _assert_identical(out, data)
+
+
+def test_a_damaged_unit_is_redone_with_the_units_after_it(data: dict[str, Path], tmp_path: Path) -> None:
+    out, token = tmp_path / "out", uuid.uuid4().hex
+    p = _run(_render(data, out), _env(token, NVSYNTH_KILL_AT="unit:3"))
+    assert p.returncode == -signal.SIGKILL and _units(out) == 3
+    second = out / f"{SUBJECT}.h5.parts" / "unit-000001.unit"
+    second.write_bytes(second.read_bytes()[:-100])  # damage that the rename cannot have caused: a bad disk
+    p = _run(_render(data, out, "--resume"), _env(token))
+    assert p.returncode == 0, p.stderr
+    assert f"{SUBJECT}: unit-000001.unit is damaged" in p.stderr and "redone" in p.stderr
+    m = _manifest(out)
+    assert m["units_kept"] == 1 and m["rows_this_run"] == TOTAL - m["rows_kept"]
     _assert_identical(out, data)

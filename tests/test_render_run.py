@@ -218,7 +218,7 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
     parts = final.with_name("p01.h5.parts")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(list(parts.glob("unit-*.npz"))) >= 1:  # the first rows are committed
+        if len(list(parts.glob("unit-*.unit"))) >= 1:  # the first rows are committed
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)

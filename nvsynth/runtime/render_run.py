@@ -58,7 +58,7 @@ from nvsynth.runtime.preflight import RunLock, check_space, check_workers, prepa
 from nvsynth.runtime.progress import progress_bar
 from nvsynth.runtime.render_plan import SubjectPlan, file_attrs, plan_subjects, read_attrs, run_hash, skips_of
 from nvsynth.runtime.subject_file import WRITE_ROWS, SubjectFile
-from nvsynth.runtime.units import SourceRows, UnitStore, parts_path
+from nvsynth.runtime.units import DamagedUnitError, SourceRows, UnitStore, parts_path
 
 
 def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | None = None, resume: bool = False) -> int:
@@ -179,8 +179,15 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
     units = _UnitBuffer(store, 0, cfg.render.unit_rows, report)
     try:
         # the subject's file is rebuilt from the committed units, never read back from a partial file
-        for unit in kept:
-            for src, columns in store.read(unit):
+        for i, unit in enumerate(kept):
+            try:
+                rows = list(store.read(unit))
+            except DamagedUnitError as err:  # its header was sound, its rows are not: redo it and the rest
+                print(f"nvsynth render: {subject}: {err}", file=sys.stderr)
+                kept = kept[:i]
+                store.drop_from(i)
+                break
+            for src, columns in rows:
                 out.add(src.frame, columns, src.skips, src.rows)
             failpoints.reached("merge")
         done = sum(len(u.sources) for u in kept)

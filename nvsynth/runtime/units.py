@@ -4,12 +4,11 @@ A subject's rows are committed in *units* of whole sources, at least
 ``render.unit_rows`` rows each (256 by default), as they come back from the
 workers in frame order:
 
-    OUTDIR/<subject>.h5.parts/unit-000000.npz, unit-000001.npz, ...
+    OUTDIR/<subject>.h5.parts/unit-000000.unit, unit-000001.unit, ...
 
-Each unit is one uncompressed ``.npz`` written through
+Each unit is one file (:mod:`nvsynth.runtime.unit_file`) written through
 :func:`nvsynth.core.atomic.atomic_path` (temporary file, ``fsync``, rename,
-``fsync`` of the folder): a unit file either exists complete or not at all,
-and zip's CRC-32 of every member catches damage the file system let through.
+``fsync`` of the folder): a unit file either exists complete or not at all.
 It holds the rows of every dataset of the schema (the image rows as the
 lzf chunks the workers made: bytes, offsets and filter masks) and a ``meta``
 JSON: format, subject, the run's config hash, and per source its frame index,
@@ -26,29 +25,28 @@ renamed into place, the parts folder is removed.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import zipfile
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from nvsynth.core.atomic import atomic_path, fsync_dir
 from nvsynth.core.errors import OutputError, io_guard
 from nvsynth.core.h5io import EncodedRows, concat_rows
 from nvsynth.core.schema import FIELDS, Field
 from nvsynth.render.stage import Skip
+from nvsynth.runtime.unit_file import DAMAGED, read_unit_file, read_unit_meta, write_unit_file
 
 UNIT_FORMAT = 1
 PARTS_SUFFIX = ".parts"
-_UNIT_RE = re.compile(r"^unit-(\d{6})\.npz$")
-#: Errors of a damaged unit file (it is then redone).
-_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+UNIT_SUFFIX = ".unit"
+_UNIT_RE = re.compile(r"^unit-(\d{6})\.unit$")
+
+
+class DamagedUnitError(OutputError):
+    """A kept unit whose rows cannot be read after all (its header was sound); it is redone."""
 
 
 def parts_path(final: Path) -> Path:
@@ -85,42 +83,6 @@ class Unit:
         return sum(s.rows for s in self.sources)
 
 
-def _pack(fields: Sequence[Field], batch: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A batch of rows as plain arrays for ``np.savez`` (no pickling)."""
-    out: dict[str, np.ndarray] = {}
-    for f in fields:
-        col = batch[f.name]
-        if isinstance(col, EncodedRows):
-            sizes = [len(b) for _, b in col.chunks]
-            out[f"{f.name}.data"] = np.frombuffer(b"".join(b for _, b in col.chunks), dtype=np.uint8)
-            out[f"{f.name}.offsets"] = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
-            out[f"{f.name}.masks"] = np.array([m for m, _ in col.chunks], dtype=np.uint32)
-        elif f.dtype == "str":
-            out[f.name] = np.array([str(v) for v in col], dtype=np.str_)
-        else:
-            out[f.name] = np.asarray(col, dtype=f.dtype)
-    return out
-
-
-def _unpack(fields: Sequence[Field], z: Any, n: int) -> dict[str, Any]:
-    """The rows of a unit file as the writer takes them (image rows stay encoded)."""
-    out: dict[str, Any] = {}
-    for f in fields:
-        if f.image:
-            data, offsets, masks = z[f"{f.name}.data"], z[f"{f.name}.offsets"], z[f"{f.name}.masks"]
-            if len(offsets) != n + 1 or len(masks) != n or int(offsets[-1]) != len(data):
-                raise ValueError(f"{f.name}: chunk index does not fit {n} rows")
-            raw = data.tobytes()
-            chunks = tuple((int(masks[i]), raw[int(offsets[i]) : int(offsets[i + 1])]) for i in range(n))
-            out[f.name] = EncodedRows(f.shape, f.dtype, chunks)
-        else:
-            col = z[f.name]
-            if col.shape != (n, *f.shape):
-                raise ValueError(f"{f.name}: shape {col.shape}, expected {(n, *f.shape)}")
-            out[f.name] = [str(v) for v in col] if f.dtype == "str" else col
-    return out
-
-
 def split_rows(batch: dict[str, Any], sizes: Sequence[int]) -> Iterator[dict[str, Any] | None]:
     """A batch cut into consecutive pieces of ``sizes`` rows (``None`` for an empty piece)."""
     start = 0
@@ -151,11 +113,7 @@ class UnitStore:
         return self.folder.is_dir()
 
     def unit_path(self, number: int) -> Path:
-        return self.folder / f"unit-{number:06d}.npz"
-
-    def _meta(self, path: Path) -> dict[str, Any]:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"]))
+        return self.folder / f"unit-{number:06d}{UNIT_SUFFIX}"
 
     def committed(self, frames: Sequence[int]) -> tuple[list[Unit], list[str]]:
         """The units a resume keeps, and notes on those it drops.
@@ -176,9 +134,9 @@ class UnitStore:
             if path is None:
                 break
             try:
-                meta = self._meta(path)
+                meta = read_unit_meta(path)
                 sources = tuple(SourceRows.from_json(d) for d in meta["sources"])
-            except _DAMAGED as err:
+            except DAMAGED as err:
                 notes.append(f"{path.name} is damaged ({_first_line(err)}): redone")
                 break
             if meta.get("format") != UNIT_FORMAT or meta.get("subject") != self.subject:
@@ -195,15 +153,27 @@ class UnitStore:
                 break
             kept.append(Unit(path, number, sources))
             at += len(sources)
+        self.drop_from(len(kept))
         return kept, notes
+
+    def drop_from(self, number: int) -> None:
+        """Remove the units numbered ``number`` and above (they are redone)."""
+        if not self.exists():
+            return
+        with io_guard(self.folder, "remove units that are redone"):
+            for p in self.folder.iterdir():
+                m = _UNIT_RE.match(p.name)
+                if m and int(m.group(1)) >= number:
+                    p.unlink(missing_ok=True)
 
     def read(self, unit: Unit) -> Iterator[tuple[SourceRows, dict[str, Any] | None]]:
         """Each source of a committed unit with its rows (``None`` when it has none)."""
         try:
-            with np.load(unit.path, allow_pickle=False) as z:
-                batch = _unpack(self.fields, z, unit.rows)
-        except _DAMAGED as err:
-            raise OutputError(f"{unit.path}: damaged unit ({_first_line(err)}); run again with --resume") from None
+            _, batch = read_unit_file(unit.path, self.fields)
+            if len(batch[self.fields[0].name]) != unit.rows:
+                raise ValueError(f"{len(batch[self.fields[0].name])} rows, its sources say {unit.rows}")
+        except DAMAGED as err:
+            raise DamagedUnitError(f"{unit.path.name} is damaged ({_first_line(err)}): redone") from None
         yield from zip(unit.sources, split_rows(batch, [s.rows for s in unit.sources]), strict=True)
 
     def write(self, number: int, sources: Sequence[tuple[SourceRows, dict[str, Any] | None]]) -> Unit:
@@ -220,10 +190,9 @@ class UnitStore:
             "sources": [s.as_json() for s, _ in sources],
         }
         batch = concat_rows(self.fields, [cols for _, cols in sources if cols is not None])
-        arrays = {"meta": np.array(json.dumps(meta)), **_pack(self.fields, batch)}
         path = self.unit_path(number)
         with io_guard(path, "commit a unit of rows"), atomic_path(path) as tmp:
-            np.savez(tmp, **arrays)
+            write_unit_file(tmp, meta, self.fields, batch)
         return Unit(path, number, tuple(s for s, _ in sources))
 
     def clean_temporary(self) -> None:
@@ -232,7 +201,7 @@ class UnitStore:
             return
         with io_guard(self.folder, "clean the folder of committed units"):
             for p in self.folder.iterdir():
-                if p.name.startswith(".") and p.name.endswith(".tmp.npz"):
+                if p.name.startswith(".") and p.name.endswith(".tmp" + UNIT_SUFFIX):
                     p.unlink(missing_ok=True)
 
     def remove(self) -> None:
@@ -247,4 +216,14 @@ def _first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0]
 
 
-__all__ = ["PARTS_SUFFIX", "UNIT_FORMAT", "SourceRows", "Unit", "UnitStore", "parts_path", "split_rows"]
+__all__ = [
+    "PARTS_SUFFIX",
+    "UNIT_FORMAT",
+    "UNIT_SUFFIX",
+    "DamagedUnitError",
+    "SourceRows",
+    "Unit",
+    "UnitStore",
+    "parts_path",
+    "split_rows",
+]
