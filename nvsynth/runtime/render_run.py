@@ -11,8 +11,9 @@ back, in frame order then view order, whatever the number of workers:
 
 * into durable units (:mod:`nvsynth.runtime.units`): every ``render.unit_rows``
   rows (whole sources) are committed to ``OUTDIR/<subject>.h5.parts/`` with
-  fsync and an atomic rename, so a SIGKILL, a power cut or a full disk loses
-  at most the unit in flight;
+  fsync and an atomic rename (by a background thread, so that rendering goes on
+  while the disk works), so a SIGKILL, a power cut or a full disk loses at most
+  the unit in flight;
 * into the subject's file (:mod:`nvsynth.runtime.subject_file`),
   ``<subject>.h5.partial``, renamed to ``<subject>.h5`` when complete; then
   the units are removed.
@@ -40,6 +41,7 @@ import contextlib
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -138,25 +140,46 @@ def _finished_before(report: SubjectReport, final: Path, store: UnitStore) -> No
 
 
 class _UnitBuffer:
-    """Sources received since the last committed unit; commits them at ``unit_rows`` rows."""
+    """Sources received since the last committed unit; commits them at ``unit_rows`` rows.
+
+    Units are written (and fsynced) by one background thread, in order, so that the main loop
+    keeps taking results while the disk works; at most one unit is on its way while the next
+    fills, and an error of that write comes back from the next :meth:`commit`.
+    """
 
     def __init__(self, store: UnitStore, number: int, unit_rows: int, report: SubjectReport) -> None:
         self.store, self.number, self.unit_rows, self.report = store, number, int(unit_rows), report
         self.sources: list[tuple[SourceRows, dict[str, Any] | None]] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nvsynth-units")
+        self._last: Future[None] | None = None
 
     def add(self, result: SourceResult) -> None:
         self.sources.append((SourceRows(result.frame_index, result.rows, tuple(result.skips)), result.columns))
         if sum(s.rows for s, _ in self.sources) >= self.unit_rows:
             self.commit()
 
-    def commit(self) -> None:
-        if not self.sources:
-            return
-        self.store.write(self.number, self.sources)
-        self.number += 1
+    def commit(self, wait: bool = False) -> None:
+        """Hand the sources received so far to the writer; with ``wait``, return once every unit is on disk."""
+        if self.sources:
+            sources, self.sources = self.sources, []
+            number, self.number = self.number, self.number + 1
+            self._wait()
+            self._last = self._pool.submit(self._write, number, sources)
+        if wait:
+            self._wait()
+
+    def _wait(self) -> None:
+        last, self._last = self._last, None
+        if last is not None:
+            last.result()
+
+    def _write(self, number: int, sources: list[tuple[SourceRows, dict[str, Any] | None]]) -> None:
+        self.store.write(number, sources)
         self.report.units_written += 1
-        self.sources.clear()
         failpoints.reached("unit")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: Executor, stop: Interrupt) -> None:
@@ -221,23 +244,25 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
                 report.rows = out.rows
                 report.skips = list(out.skips.values())
                 if stop.requested:
-                    units.commit()  # what is rendered is kept
+                    units.commit(wait=True)  # what is rendered is kept
                 bar.update(cfg.render.views)
                 t_wait = time.perf_counter()
                 log.charge({"main_write": t_wait - t_got})
                 stop.check()
-        units.commit()  # the last unit too: a kill before the rename below then redoes nothing
+        units.commit(wait=True)  # the last unit too: a kill before the rename below then redoes nothing
         out.commit()
         store.remove()
     except BaseException as err:
         stopped = isinstance(err, KeyboardInterrupt) or (isinstance(err, WorkerError) and stop.requested)
         report.status = "interrupted" if stopped else "failed"
         with contextlib.suppress(Exception):  # what was rendered is kept (a full disk may refuse it)
-            units.commit()
+            units.commit(wait=True)
         out.discard()
         if isinstance(err, WorkerError) and stop.requested:  # a SIGTERM to the whole group ended the workers
             raise Stopped(stop.signum) from None
         raise
+    finally:
+        units.close()
 
 
 __all__ = ["WRITE_ROWS", "run"]
