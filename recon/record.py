@@ -26,6 +26,8 @@ So the render stage normalizes every record the same way, knowing no dataset.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
@@ -95,10 +97,18 @@ class ReconRecord:
 
     @classmethod
     def load(cls, path: Path) -> ReconRecord:
-        """Read a record; raises ``ValueError`` if a required key is missing or malformed.
+        """Read a record; ``ValueError`` if it is damaged (e.g. truncated) or a required key is missing or malformed.
 
         Fields with a default (the placement figures: nan; the dense fields: ``None``) may be absent.
         """
+        try:
+            return cls._load(path)
+        except (KeyError, EOFError, zipfile.BadZipFile, zlib.error, TypeError) as err:
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{path}: damaged record ({type(err).__name__}: {reason})") from None
+
+    @classmethod
+    def _load(cls, path: Path) -> ReconRecord:
         with np.load(path, allow_pickle=False) as z:
             missing = [f.name for f in fields(cls) if f.name not in z.files and f.default is MISSING]
             if missing:

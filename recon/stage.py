@@ -14,8 +14,10 @@ OBJ beside it. The record's labels come from the sample's head pose and gaze
 A :class:`FrameProcessor` holds what one worker slot needs (the landmark
 backend and the fit model, built inside the worker); :func:`process_frame`
 is the work function an executor of :mod:`nvsynth.runtime.executor` calls
-with it. A frame without a usable face or image gives a ``skipped``
-:class:`FrameOutcome` with the reason, never an error. Which frames to
+with it. A frame without a usable face or image -- unreadable, flat, noise,
+blurred beyond use, or no face where the annotation puts one (the face-quality
+gate, :mod:`recon.quality`) -- gives a ``skipped`` :class:`FrameOutcome` with
+the reason, never an error. Which frames to
 process, cached records and the manifest are the runtime's
 (:mod:`nvsynth.runtime.recon_run`).
 """
@@ -31,9 +33,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from nvsynth.core import geometry
+from nvsynth.core import geometry, ibug68
 from nvsynth.core.config import Config
-from nvsynth.core.errors import NvsynthError, ReconError
+from nvsynth.core.errors import NvsynthError, ReconError, io_guard
 from nvsynth.core.geometry import HeadPose
 from nvsynth.core.ibug68 import MPII_SIX
 from nvsynth.core.images import image_exists
@@ -43,6 +45,7 @@ from nvsynth.recon.fan import check_fan
 from nvsynth.recon.fit import FitError, FitModel, FitResult, Subdivision, fit_landmarks, fit_weights, subdivision
 from nvsynth.recon.landmarks import Landmarks, NoFaceError, make_landmarker, models_dir
 from nvsynth.recon.mediapipe import check_mediapipe, dense_record_fields
+from nvsynth.recon.quality import FaceGate
 from nvsynth.recon.record import ReconRecord
 from nvsynth.recon.template import load_landmark_map, template_from_config
 from nvsynth.recon.visibility import visible_vertices
@@ -86,6 +89,16 @@ def check_face_contrast(image: NDArray[np.uint8], lms: Landmarks) -> None:
         raise NoFaceError(f"no face: the face box is blank (grey-level std {gray.std():.1f})")
 
 
+def check_face_quality(gate: FaceGate, image: NDArray[np.uint8], lms: Landmarks) -> None:
+    """The face-quality gate (:mod:`recon.quality`): noise, flat, blurred or face-less boxes are rejected."""
+    b = lms.box
+    centre = ((b.left + b.right) / 2.0, (b.top + b.bottom) / 2.0)
+    q = gate.measure(image, centre, b.width, lms.points[ibug68.RIGHT_EYE_OUTER], lms.points[ibug68.LEFT_EYE_OUTER])
+    why = q.problem()
+    if why is not None:
+        raise NoFaceError(why)
+
+
 def fit_image(
     image: NDArray[np.uint8],
     camera: Camera,
@@ -93,10 +106,17 @@ def fit_image(
     model: FitModel,
     landmarks_6: NDArray[np.float64] | None = None,
     annotation: HeadPose | None = None,
+    gate: FaceGate | None = None,
 ) -> tuple[Landmarks, FitResult]:
-    """Landmarks of the face in ``image`` and the template fitted to them in ``camera`` (and ``annotation``)."""
+    """Landmarks of the face in ``image`` and the template fitted to them in ``camera`` (and ``annotation``).
+
+    With ``gate`` (``recon.face_gate``), a box without a usable face is rejected
+    (:class:`NoFaceError` with the reason) before the fit.
+    """
     lms = landmarker(image, landmarks_6)
     check_face_contrast(image, lms)
+    if gate is not None:
+        check_face_quality(gate, image, lms)
     ideal = camera.undistort_points(lms.points)
     fit = fit_landmarks(model, ideal, camera.matrix, annotation=annotation)
     io = float(np.linalg.norm(ideal[45] - ideal[36]))
@@ -205,6 +225,7 @@ class FrameProcessor:
         self.landmarker = make_landmarker(cfg.recon.detector, cfg)
         steps = cfg.recon.subdivide
         self.subdiv = subdivision(self.model.faces, self.model.template.mirror, steps) if steps else None
+        self.gate = FaceGate() if cfg.recon.face_gate else None
 
     def process(self, task: FrameTask) -> FrameOutcome:
         sample = task.sample
@@ -223,7 +244,7 @@ class FrameProcessor:
         six, six_origin = box_points(sample)
         try:
             # the fit is placed by the labels' head pose where the dataset has one (recon/placement.py)
-            lms, fit = fit_image(image, sample.camera, self.landmarker, self.model, six, sample.head)
+            lms, fit = fit_image(image, sample.camera, self.landmarker, self.model, six, sample.head, self.gate)
             if six_origin == "label":  # the box came from the labels, not from annotated points
                 lms = dataclasses.replace(lms, detector=lms.detector.replace("/annotation", "/label"))
             head, target, origin = record_labels(sample, fit)
@@ -247,9 +268,11 @@ class FrameProcessor:
             return skipped(str(err))
         except (ValueError, np.linalg.LinAlgError, cv2.error) as err:
             return skipped(f"fit failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-        rec.save(task.out_path)
-        if task.export_obj:
-            export_obj(rec, image, task.out_path.with_suffix(""))
+        # a full disk or a read-only folder ends the run with one line (PathError), never a half-written record
+        with io_guard(task.out_path, "write the recon record"):
+            rec.save(task.out_path)
+            if task.export_obj:
+                export_obj(rec, image, task.out_path.with_suffix(""))
         ms = (time.perf_counter() - t0) * 1e3
         placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
         return FrameOutcome(
@@ -287,13 +310,15 @@ def process_frame(processor: FrameProcessor, task: FrameTask) -> FrameOutcome:
 
 
 def cached_outcome(sample: Sample, path: Path) -> FrameOutcome | None:
-    """The outcome of a frame whose record exists and loads, else ``None``."""
+    """The outcome of a frame whose record exists, loads and is this frame's, else ``None`` (then it is redone)."""
     if not path.is_file():
         return None
     try:
         rec = ReconRecord.load(path)
     except Exception:  # a truncated or foreign file: recompute it
         return None
+    if rec.frame_index != sample.frame_index or rec.source_file != sample.image:
+        return None  # made from another annotation line: recompute it
     placed = (rec.annotation_rotation_deg, rec.depth_correction_mm)
     return FrameOutcome(
         sample.frame_index, sample.name, "cached", "", rec.reprojection_error_px, rec.detector, 0.0, *placed

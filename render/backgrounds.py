@@ -2,7 +2,11 @@
 
 With ``data.background_path`` set, the folder (e.g. Places365 ``val_256``) is
 listed once, recursively and in sorted order, when the :class:`BackgroundSource`
-is made; ``image(i)`` reads the i-th file, resizes it to 448 x 448 and
+is made, and :meth:`BackgroundSource.validate` decodes every image once at the
+start of a run: images that cannot be decoded (corrupt, truncated headers,
+unreadable) leave the listing and are reported (:class:`BackgroundCheck`, in
+the run's manifest), so ``background_id`` indexes the sorted listing of the
+usable images. ``image(i)`` reads the i-th file, resizes it to 448 x 448 and
 box-blurs it with a 20 x 20 kernel, as Gaze-NV-Rendering's
 ``read_resize_blur`` does; the last ``cache_size`` images are kept. Without a folder, ``PROCEDURAL_COUNT`` procedural
 backgrounds (colour gradients plus smooth noise and a few soft blobs, box-blurred
@@ -13,7 +17,10 @@ it exactly.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nvsynth.core.config import Config
-from nvsynth.core.errors import ConfigError, DatasetError
+from nvsynth.core.errors import ConfigError, DatasetError, io_guard
 from nvsynth.core.geometry import NORM_RENDER_SIZE
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
@@ -40,7 +47,8 @@ def list_images(folder: Path) -> tuple[Path, ...]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"data.background_path: not a folder: {folder}")
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    with io_guard(folder, "list the background images (data.background_path)"):
+        files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     files.sort(key=lambda p: p.relative_to(folder).as_posix())
     if not files:
         raise ConfigError(f"data.background_path: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
@@ -116,6 +124,47 @@ def procedural_background(index: int, size: int = NORM_RENDER_SIZE) -> NDArray[n
     return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as a background (``None``: it decodes as the renderer will decode it)."""
+    try:
+        with open(path, "rb") as fh:
+            if not fh.read(1):
+                return "empty file"
+    except OSError as err:
+        return f"cannot be read ({os.strerror(err.errno) if err.errno else err})"
+    if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
+        return "not a decodable image"
+    return None
+
+
+@dataclass(frozen=True)
+class BackgroundCheck:
+    """The background folder as checked at the start of a run."""
+
+    folder: Path
+    listed: int
+    unusable: tuple[tuple[str, str], ...]  # (path relative to the folder, reason)
+
+    @property
+    def usable(self) -> int:
+        return self.listed - len(self.unusable)
+
+    def summary(self) -> str:
+        text = f"backgrounds: {self.usable} of {self.listed} images in {self.folder} usable"
+        if self.unusable:
+            name, why = self.unusable[0]
+            text += f"; {len(self.unusable)} skipped and listed in manifest.json (e.g. {name}: {why})"
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "listed": self.listed,
+            "usable": self.usable,
+            "skipped": [{"file": f, "reason": r} for f, r in self.unusable],
+        }
+
+
 class BackgroundSource:
     """Backgrounds of one run: a listed image folder, or the procedural set when ``folder`` is None."""
 
@@ -129,6 +178,28 @@ class BackgroundSource:
     @classmethod
     def from_config(cls, cfg: Config, size: int = NORM_RENDER_SIZE) -> BackgroundSource:
         return cls(cfg.data.background_path, size=size)
+
+    def validate(self, threads: int | None = None) -> BackgroundCheck | None:
+        """Decode every listed image once; drop the unusable ones from the listing. ``None`` when procedural.
+
+        Decoding runs in ``threads`` threads (OpenCV releases the GIL). With no
+        usable image left, a :class:`~nvsynth.core.errors.DatasetError`.
+        """
+        if self.folder is None:
+            return None
+        n = threads or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4)
+        with ThreadPoolExecutor(max(1, n)) as pool:
+            problems = list(pool.map(image_problem, self.paths))
+        bad = tuple((p.relative_to(self.folder).as_posix(), why) for p, why in zip(self.paths, problems, strict=True)
+                    if why is not None)  # fmt: skip
+        check = BackgroundCheck(self.folder, len(self.paths), bad)
+        if bad:
+            self.paths = tuple(p for p, why in zip(self.paths, problems, strict=True) if why is None)
+            self._cache.clear()
+        if not self.paths:
+            raise DatasetError(f"data.background_path: none of the {check.listed} images in {self.folder} can be "
+                               f"decoded (e.g. {bad[0][0]}: {bad[0][1]})")  # fmt: skip
+        return check
 
     @property
     def procedural(self) -> bool:

@@ -11,6 +11,8 @@ small enough to hand to worker processes.
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +62,19 @@ def load_pose_file(path: Path) -> NDArray[np.float64]:
     if not path.is_file():
         raise AssetError(f"pose file not found: {path}")
     try:
-        if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            arr = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except (OSError, ValueError) as err:
-        raise AssetError(f"pose file {path}: cannot read ({str(err).splitlines()[0]})") from None
-    arr = np.asarray(arr, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loadtxt warns about an empty file; the shape check below reports it
+            if path.suffix == ".npy":
+                arr = np.load(path, allow_pickle=False)
+                if not isinstance(arr, np.ndarray):  # an .npz (a zip file) under the .npy name
+                    arr.close()
+                    raise ValueError("not a .npy array (an .npz archive?)")
+            else:
+                arr = np.loadtxt(path, dtype=np.float64, ndmin=2)
+            arr = np.asarray(arr, dtype=np.float64)
+    except (OSError, ValueError, TypeError, EOFError, MemoryError, zipfile.BadZipFile) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise AssetError(f"pose file {path}: cannot read ({reason[:200]})") from None
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
         raise AssetError(f"pose file {path}: expected an (N, 2) array of (pitch, yaw), got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):

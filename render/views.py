@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import geometry
+from nvsynth.core.limits import LabelLimits, float32_norm_deg
 from nvsynth.recon.record import ReconRecord
 
 #: Where the face centre sits in normalized camera coordinates, mm (``mpii-nv``).
@@ -180,12 +181,17 @@ def sample_view(
     max_pose_deg: float,
     max_attempts: int,
 ) -> Sampled:
-    """Draw targets until the view's head-pose norm is within ``max_pose_deg``.
+    """Draw targets until the view's labels are valid (:class:`nvsynth.core.limits.LabelLimits`).
 
-    At most ``max_attempts`` draws; after that the view is skipped (``view`` is
-    ``None``) and ``reason`` says why. Never loops forever.
+    Valid: head-pose norm within ``max_pose_deg`` and every gaze and head angle
+    within +-90 degrees, checked on the float32 labels the file stores, exactly
+    as ``nvsynth inspect`` checks them. At most ``max_attempts`` draws; after
+    that the view is skipped (``view`` is ``None``) and ``reason`` says why.
+    Never loops forever.
     """
+    limits = LabelLimits(max_pose_deg=float(max_pose_deg))
     unreachable = 0
+    gaze_out = 0
     closest = np.inf
     for attempt in range(1, max_attempts + 1):
         target = sampler(rng, source)
@@ -193,13 +199,18 @@ def sample_view(
         if view is None:
             unreachable += 1
             continue
-        norm = pose_norm_deg(view.face_head_pose)
-        if norm <= max_pose_deg:
+        bad = limits.violations(view.face_gaze, view.face_head_pose)
+        if not (bad["gaze_angle"][0] or bad["head_angle"][0] or bad["head_norm"][0]):
             return Sampled(view, attempt)
-        closest = min(closest, norm)
+        if bad["head_norm"][0] or bad["head_angle"][0]:
+            closest = min(closest, float32_norm_deg(view.face_head_pose))
+        else:
+            gaze_out += 1
     reason = f"no head pose within {max_pose_deg:g} deg in {max_attempts} attempts"
     if np.isfinite(closest):
         reason += f" (closest {closest:.1f} deg)"
+    if gaze_out:
+        reason += f" ({gaze_out} with gaze beyond +-{limits.angle_deg:g} deg)"
     if unreachable:
         reason += f" ({unreachable} unreachable targets)"
     return Sampled(None, max_attempts, reason)

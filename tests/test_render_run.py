@@ -242,32 +242,30 @@ def test_sigint_mid_subject_then_resume(large: tuple[Path, Path], tmp_path: Path
     cmd = [sys.executable, "-m", "nvsynth.app.cli", "render", "-save", str(out), "--config", str(cfg_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    part = partial_path(final)
+    parts = final.with_name("p01.h5.parts")
     deadline = time.monotonic() + 60
-    size0 = None
     while time.monotonic() < deadline and proc.poll() is None:
-        if part.exists():
-            size = part.stat().st_size
-            size0 = size if size0 is None else size0
-            if size > size0 + 100_000:  # the first rows are in the file
-                break
+        if len(list(parts.glob("unit-*.unit"))) >= 1:  # the first rows are committed
+            break
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert err.rstrip().splitlines()[-1] == "nvsynth render: interrupted"
-    assert not final.exists() and part.exists()
-    with h5py.File(part, "r") as f:
-        committed = int(f.attrs["rows_committed"])
-    assert 0 < committed < 320
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith("nvsynth render: interrupted by SIGINT; the committed units are kept")
+    assert err.rstrip().endswith("--resume`")
+    assert not final.exists() and not partial_path(final).exists()  # nothing half-written is left
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "interrupted" and m["subjects"]["p01"]["status"] == "interrupted"
+    committed = m["subjects"]["p01"]["rows"]  # SIGINT commits what was rendered
+    assert 0 < committed < 320
 
     proc = subprocess.run([*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert final.exists() and not part.exists()
+    assert final.exists() and not partial_path(final).exists() and not parts.exists()
     m = json.loads((out / "manifest.json").read_text())
     assert m["subjects"]["p01"]["status"] == "resumed"
+    assert m["subjects"]["p01"]["rows_kept"] == committed
     assert m["subjects"]["p01"]["rows_this_run"] == 320 - committed
     with h5py.File(final, "r") as f:
         pairs = list(zip(f["frame_index"][...].tolist(), f["view_index"][...].tolist(), strict=True))

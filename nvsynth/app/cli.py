@@ -2,18 +2,23 @@
 
 This is the one place that turns the layers' exceptions (``nvsynth.core.errors``)
 into what a user sees: one line, no traceback, and an exit code from
-:func:`exit_code` (2 for usage and configuration mistakes, 1 otherwise).
+:func:`exit_code` (2 for usage and configuration mistakes, a wrong path
+included; 1 otherwise). An ``OSError`` that no layer translated still ends in
+one line naming its path. A run stopped by SIGINT or SIGTERM prints one line
+that names the command which continues it (exit code 128 + the signal).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nvsynth import __version__
-from nvsynth.core.errors import ConfigError, NvsynthError
+from nvsynth.core.errors import ConfigError, NvsynthError, PathError, WorkerError, path_error
 
 #: ``--input-kind`` (``data.kind`` in nvsynth.core.config; readers in nvsynth.datasets.registry).
 DATA_KINDS = ("auto", "mpiifacegaze", "xgaze-h5", "folder")
@@ -182,20 +187,60 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def exit_code(err: NvsynthError) -> int:
-    """The exit code for an expected error: 2 for usage/configuration mistakes, 1 for the rest."""
+    """The exit code for an expected error: 2 for usage/configuration mistakes (a wrong path too), 1 for the rest."""
+    if isinstance(err, PathError):
+        return 2 if err.user_mistake else 1
     return 2 if isinstance(err, ConfigError) else 1
 
 
+def continue_command(command: str, argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted run (``render`` gets ``--resume``)."""
+    words = ["nvsynth", *argv]
+    if command == "render" and "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(words)
+
+
+def interrupted_line(command: str, argv: Sequence[str], signame: str) -> str:
+    """The one line of a run stopped by a signal."""
+    if command == "render":
+        return (f"nvsynth render: interrupted by {signame}; the committed units are kept: "
+                f"resume with `{continue_command(command, argv)}`")  # fmt: skip
+    if command == "recon":
+        return (f"nvsynth recon: interrupted by {signame}; finished frames are kept: "
+                f"continue with `{continue_command(command, argv)}`")  # fmt: skip
+    return f"nvsynth {command}: interrupted by {signame}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    from nvsynth.runtime.interrupt import install_sigterm
+
+    install_sigterm()  # SIGTERM (what schedulers send) stops like Ctrl-C: one line, workers shut down
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit gives EFBIG (one line), not a silent kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return _dispatch(args)
     except NvsynthError as err:
-        print(f"nvsynth {args.command}: error: {err}", file=sys.stderr)
+        hint = ""
+        if isinstance(err, WorkerError) and args.command in ("render", "recon"):
+            kept = "the committed units are kept: resume with" if args.command == "render" else "continue with"
+            hint = f"; {kept} `{continue_command(args.command, argv)}`"
+        print(f"nvsynth {args.command}: error: {_one_line(err)}{hint}", file=sys.stderr)
         return exit_code(err)
-    except KeyboardInterrupt:
-        print(f"nvsynth {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as err:  # not translated by a layer: still one line that names the path
+        pe = path_error(err, None, "read or write it")
+        print(f"nvsynth {args.command}: error: {_one_line(pe)}", file=sys.stderr)
+        return exit_code(pe)
+    except KeyboardInterrupt as err:
+        signum = int(getattr(err, "signum", signal.SIGINT))
+        print(interrupted_line(args.command, argv, signal.Signals(signum).name), file=sys.stderr)
+        return 128 + signum
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).splitlines()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ Everything stays inside OUTDIR::
 
 from __future__ import annotations
 
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
 
 from nvsynth.core.config import Config, load_config, with_overrides
 from nvsynth.core.errors import AssetError
+from nvsynth.runtime.preflight import prepare_folder
 
 SAMPLE_SUBJECT = "p00"
 DEMO_VIEWS = 16
@@ -54,7 +56,7 @@ def run(out: Path, config: Path | None = None) -> int:
     from nvsynth.runtime.render_run import run as run_render
 
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_folder(out, "demo folder")
     cfg = demo_config(load_config(config), out)
     t0 = time.perf_counter()
     print(f"[1/3] recon: bundled sample {SAMPLE_SUBJECT} -> {out / 'recon'}")
@@ -64,6 +66,7 @@ def run(out: Path, config: Path | None = None) -> int:
     print(f"[2/3] render: {DEMO_VIEWS} views per frame -> {out / 'h5'}")
     for stale in (out / "h5" / f"{SAMPLE_SUBJECT}.h5", out / "h5" / f"{SAMPLE_SUBJECT}.h5.partial"):
         stale.unlink(missing_ok=True)  # the demo owns OUTDIR/h5: a re-run renders afresh
+    shutil.rmtree(out / "h5" / f"{SAMPLE_SUBJECT}.h5.parts", ignore_errors=True)
     rc = run_render(cfg, outdir=out / "h5", subjects=SAMPLE_SUBJECT, limit=None, resume=False)
     if rc != 0:
         return rc

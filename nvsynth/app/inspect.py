@@ -3,9 +3,11 @@
 For each ``.h5`` file (PATH is a file or a folder of them) the terminal gets a
 summary: rows, datasets with shapes and dtypes, label ranges in degrees, and
 the mix of render parameters (variant shares, pattern, seed). Problems -- schema
-(:mod:`nvsynth.core.schema`), NaN/inf values, labels outside +-90 degrees, empty
-masks, mismatched row counts, unreadable files -- go to stderr, one line each,
-and make the exit code 1.
+(:mod:`nvsynth.core.schema`), NaN/inf values, labels outside the limits the view
+sampler draws within (:mod:`nvsynth.core.limits`: every angle within +-90 degrees,
+the head-pose norm within the file's ``render.max_pose_deg``), empty masks,
+mismatched row counts, unreadable files -- go to stderr, one line each, and make
+the exit code 1.
 
 With ``-o OUT`` three figures are written (matplotlib, Agg): ``contact_sheet.png``
 (samples with the gaze arrow and head axes), ``masks.png`` (masks over the
@@ -29,10 +31,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from nvsynth.core import geometry, h5io, schema
 from nvsynth.core.atomic import atomic_path, write_bytes
-from nvsynth.core.errors import ConfigError, NvsynthError, OutputError
+from nvsynth.core.errors import ConfigError, NvsynthError, OutputError, io_guard
+from nvsynth.core.limits import LabelLimits
 
 LABELS = (("face_gaze", "gaze"), ("face_head_pose", "head"))
-LIMIT_RAD = np.pi / 2  # labels beyond +-90 degrees are not valid normalized poses
 FIRST = 5  # rows listed in a problem line
 BLOCK = 256  # rows per read when scanning masks
 ARROW = 0.4 * geometry.NORM_PATCH_SIZE  # gaze arrow length, patch pixels
@@ -93,6 +95,9 @@ def find_files(path: Path) -> list[Path]:
         partial = sorted(path.glob("*.h5" + h5io.PARTIAL_SUFFIX))
         if partial:
             print(f"note: {len(partial)} unfinished {h5io.PARTIAL_SUFFIX} file(s) ignored (resume the render)")
+        parts = sorted(p for p in path.glob("*.h5.parts") if p.is_dir())
+        if parts:
+            print(f"note: {len(parts)} unfinished subject(s) with committed units ignored (resume the render)")
         return files
     raise OutputError(f"{path}: no such file or folder")
 
@@ -124,12 +129,19 @@ def validate(f: h5py.File) -> list[str]:
             bad = ~np.isfinite(vals).all(axis=1)
             if bad.any():
                 problems.append(f"'{name}': NaN/inf in {_rows(bad)}")
-    for key, _ in LABELS:
-        if key in data and data[key].shape[1:] == (2,):
-            vals = data[key][()]
-            outside = (np.isfinite(vals) & (np.abs(vals) > LIMIT_RAD)).any(axis=1)  # NaN/inf: reported above
-            if outside.any():
-                problems.append(f"'{key}': label outside +-90 degrees in {_rows(outside)}")
+    # the limits the view sampler drew within (nvsynth.core.limits), on the stored float32 values
+    limits = LabelLimits.of_file_attrs(f.attrs)
+    labels = {key: data[key][()] for key, _ in LABELS if key in data and data[key].shape[1:] == (2,)}
+    if len({len(v) for v in labels.values()}) > 1:  # mismatched row counts: reported above
+        labels = {}
+    n = max((len(v) for v in labels.values()), default=0)
+    blank = np.zeros((n, 2), np.float32)
+    bad = limits.violations(labels.get("face_gaze", blank), labels.get("face_head_pose", blank))
+    for key, what in (("face_gaze", "gaze_angle"), ("face_head_pose", "head_angle")):
+        if key in labels and bad[what].any():
+            problems.append(f"'{key}': label outside +-{limits.angle_deg:g} degrees in {_rows(bad[what])}")
+    if "face_head_pose" in labels and bad["head_norm"].any():
+        problems.append(f"'face_head_pose': {limits.describe('head_norm')} in {_rows(bad['head_norm'])}")
     mask = data.get("face_mask")
     if mask is not None and mask.ndim == 3:
         empty = np.concatenate(
@@ -328,7 +340,8 @@ def run(path: Path, out: Path | None = None, num: int = 16, index: int | None = 
         raise ConfigError("--num must be at least 1")
     files = find_files(Path(path))
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
+        with io_guard(out, "create the folder for the figures"):
+            Path(out).mkdir(parents=True, exist_ok=True)
     failed = 0
     picks: list[tuple[Path, int]] = []  # (file, rows) usable for the figures
     heads: list[NDArray[np.float64]] = []

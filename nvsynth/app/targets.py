@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from nvsynth.core.atomic import atomic_path
-from nvsynth.core.errors import ConfigError, DatasetError
+from nvsynth.core.errors import ConfigError, DatasetError, io_guard
 
 
 def read_head_poses(path: Path) -> NDArray[np.float64]:
@@ -55,9 +55,10 @@ def targets_from_h5(files: Sequence[Path], out: Path) -> int:
     poses = np.concatenate(parts, axis=0)
     if len(poses) == 0:
         raise DatasetError("--from-h5: the files hold no rows")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:  # keeps the .npy suffix, so np.save adds none
-        np.save(tmp, poses)
+    with io_guard(out, "write the pattern file"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:  # keeps the .npy suffix, so np.save adds none
+            np.save(tmp, poses)
     lo, hi = np.degrees(poses.min(axis=0)), np.degrees(poses.max(axis=0))
     print(
         f"wrote {len(poses)} head poses from {len(parts)} file(s) to {out} "

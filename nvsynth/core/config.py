@@ -16,9 +16,19 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
-from nvsynth.core.errors import ConfigError
+from nvsynth.core.errors import ConfigError, io_guard
 
 DEFAULT_CONFIG_NAME = "config_path.yaml"
+
+# Numbers and switches are taken as written: `seed: true` or `views: 16.0` is a mistake, not 1 or 16
+# (pydantic's lax mode would convert them). A float key accepts an integer.
+Int = Annotated[int, Field(strict=True)]
+Float = Annotated[float, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+#: The seed is 32-bit (nvsynth.core.seeding uses its low 32 bits): larger values would repeat smaller ones.
+MAX_SEED = 2**32 - 1
+#: Rows per durable unit of a render run (nvsynth.runtime.units): a kill loses at most the unit in flight.
+DEFAULT_UNIT_ROWS = 256
 
 
 def _workers(value: object) -> int | str:
@@ -74,32 +84,34 @@ class AssetsConfig(_Section):
 class ReconConfig(_Section):
     detector: Literal["dlib", "fan", "mediapipe"] = "dlib"
     # mediapipe: frames whose face-presence probability is below this are skipped (no face)
-    min_face_presence: float = Field(0.5, ge=0.0, le=1.0)
+    min_face_presence: Float = Field(0.5, ge=0.0, le=1.0)
     workers: Workers = "auto"
-    subdivide: int = Field(0, ge=0, le=2)  # Loop-style subdivision steps of the template
-    export_obj: bool = False
-    rotation_prior_deg: float | None = Field(None, gt=0.0)  # fit's rotation prior about the annotation's; null: none
-    max_annotation_deg: float = Field(30.0, gt=0.0)  # skip a frame whose landmark pose is farther from its annotation
+    subdivide: Int = Field(0, ge=0, le=2)  # Loop-style subdivision steps of the template
+    export_obj: Bool = False
+    face_gate: Bool = True  # reject frames without a usable face (recon/quality.py)
+    rotation_prior_deg: Float | None = Field(None, gt=0.0)  # fit's rotation prior about the annotation's; null: none
+    max_annotation_deg: Float = Field(30.0, gt=0.0)  # skip a frame whose landmark pose is farther from its annotation
 
 
 class LightConfig(_Section):
-    enabled: bool = True
-    probability: float = Field(0.5, ge=0.0, le=1.0)  # share of views relit
-    ambient: tuple[float, float] = (0.4, 0.8)  # range of the ambient level
-    darken_background: bool = False
+    enabled: Bool = True
+    probability: Float = Field(0.5, ge=0.0, le=1.0)  # share of views relit
+    ambient: tuple[Float, Float] = (0.4, 0.8)  # range of the ambient level
+    darken_background: Bool = False
 
 
 class RenderConfig(_Section):
     pattern: Literal["xgaze-train", "eyediap-cs", "eyediap-ft", "gaussian", "file", "source"] = "gaussian"
     pattern_file: Path | None = None  # for pattern 'file'
-    gaussian_sigma_deg: float = Field(20.0, gt=0.0)
+    gaussian_sigma_deg: Float = Field(20.0, gt=0.0, allow_inf_nan=False)
     gaussian_on: Literal["head", "gaze"] = "head"
-    views: int = Field(16, ge=1)
-    seed: int = 0
+    views: Int = Field(16, ge=1)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     workers: Workers = "auto"
     device: Device = "auto"
-    max_pose_deg: float = Field(80.0, gt=0.0, le=90.0)
-    max_attempts: int = Field(20, ge=1)
+    max_pose_deg: Float = Field(80.0, gt=0.0, le=90.0)  # head-pose norm; see nvsynth.core.limits
+    max_attempts: Int = Field(20, ge=1)
+    unit_rows: Int = Field(DEFAULT_UNIT_ROWS, ge=1)  # rows per durable unit (output does not depend on it)
     appearance: Literal["mpii-nv", "plain"] = "mpii-nv"
     # output normalization constants (nvsynth.core.geometry.NORM_SPECS): mpii-nv (focal 960 at 448 px, 300 mm)
     # or eth-xgaze (focal 960 at 224 px, 600 mm); patches are stored at 224 either way
@@ -151,8 +163,14 @@ def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
     key = ".".join(str(x) for x in e["loc"])
     if e["type"] == "extra_forbidden":
-        return f"config: unknown key '{key}'"
-    return f"config: key '{key}': {e['msg']} (got {e.get('input')!r})"
+        return f"config: unknown key '{_short(key)}'"
+    return f"config: key '{_short(key)}': {e['msg']} (got {_short(repr(e.get('input')))})"
+
+
+def _short(text: str, n: int = 120) -> str:
+    """One line of at most ``n`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _legacy_data_keys(raw: dict[str, Any]) -> None:
@@ -185,8 +203,14 @@ def from_dict(raw: dict[str, Any], base: Path | None = None) -> Config:
 
     The deprecated ``data.mpii.raw`` / ``data.mpii.obj`` still work (one line on stderr).
     """
-    raw = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
-    _resolve_paths(raw, base or Path.cwd())
+    try:
+        raw = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
+    except (TypeError, ValueError, RecursionError) as err:  # e.g. a key that is a date, or nesting too deep
+        raise ConfigError(f"config: not a plain mapping of keys to values ({_first_line(err)})") from None
+    try:
+        _resolve_paths(raw, base or Path.cwd())
+    except (ValueError, OSError, RuntimeError) as err:  # a NUL byte, a loop of links, ~nobody
+        raise ConfigError(f"config: a path cannot be used ({_first_line(err)})") from None
     _legacy_data_keys(raw)
     try:
         return Config.model_validate(raw)
@@ -202,17 +226,39 @@ def load_config(path: str | Path | None = None) -> Config:
             return Config()
         path = default
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config: {path} is a folder, not a file")
     if not path.is_file():
         raise ConfigError(f"config: file not found: {path}")
+    with io_guard(path, "read the config file"):
+        data = path.read_bytes()
+    return loads(data, path)
+
+
+def loads(data: bytes | str, path: Path) -> Config:
+    """Validate the text of a config file (``path`` names it in errors; relative paths resolve beside it)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1 if isinstance(data, bytes) else 0
+        raise ConfigError(f"config: {path}:{line}: not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config: {path}{where}: not valid YAML") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as err:  # e.g. a date like 2001-13-45
+        raise ConfigError(f"config: {path}: not a valid value ({_first_line(err)})") from None
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path}: the top level must be a mapping")
     return from_dict(raw, base=path.resolve().parent)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def with_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:

@@ -57,6 +57,9 @@ class Camera:
         return out.reshape(-1, 2)
 
 
+#: The start of a sample's ``skip_reason`` when its annotation line repeats an earlier line's image.
+DUPLICATE_REASON = "duplicate annotation line"
+
 @dataclass(frozen=True)
 class Sample:
     """One frame of a subject, as a reader yields it (small: the image is loaded by :meth:`load_image`)."""
@@ -114,4 +117,4 @@ def select_subjects(dataset: Dataset, wanted: str | None) -> list[str]:
         if n not in available:
             shown = ", ".join(available[:8]) + (" ..." if len(available) > 8 else "")
             raise DatasetError(f"--subjects: no subject '{n}' (found: {shown or 'none'})", dataset.root)
-    return names
+    return list(dict.fromkeys(names))  # each once, in the order given (--subjects p00,p00)

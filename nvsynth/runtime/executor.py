@@ -11,7 +11,8 @@ See docs/design.md ("Runtime"). A stage gives two picklable callables:
 at most ``slots * in_flight`` of them in flight, and yields the results in
 item order, so the output never depends on the number of slots or on which
 slot ran an item. An exception raised by ``work`` (or by ``setup``, reported
-by the slot's first item) comes back from :meth:`~Executor.map`.
+by the slot's first item) comes back from :meth:`~Executor.map`; a worker that
+dies (SIGKILL, the out-of-memory killer) is a :class:`~nvsynth.core.errors.WorkerError`.
 
 Implementations:
 
@@ -19,9 +20,15 @@ Implementations:
   first :meth:`~Executor.map`.
 * :class:`ProcessExecutor` -- ``workers`` processes of a
   :class:`concurrent.futures.ProcessPoolExecutor`. Each worker ignores SIGINT
-  (the main process decides what an interrupt means), sets ``env`` (e.g.
-  ``LP_NUM_THREADS``, BLAS threads) *before* it unpickles ``setup`` -- that
-  is, before numpy or Mesa load -- then builds its state.
+  (Ctrl-C reaches the whole process group; the main process decides what a stop
+  means, :mod:`nvsynth.runtime.interrupt`), ends on SIGTERM (the pool itself
+  ends the workers of a broken pool with it; a scheduler's SIGTERM to the whole
+  group ends them too, and the main process then stops as for its own SIGTERM),
+  dies with the main process (Linux:
+  ``PR_SET_PDEATHSIG``; elsewhere a thread that watches the parent), sets
+  ``env`` (e.g. ``LP_NUM_THREADS``, BLAS threads) *before* it unpickles
+  ``setup`` -- that is, before numpy or Mesa load -- then builds its state.
+  A worker never outlives the process that started it, even a SIGKILLed one.
 
 A Ray executor fits the same interface: one actor per slot whose constructor
 calls ``setup()`` (GL context and assets live in the actor), ``map`` sending
@@ -31,15 +38,22 @@ order (``ray.util.ActorPool.map`` keeps the order).
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from nvsynth.core.errors import WorkerError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -129,7 +143,9 @@ class ProcessExecutor(_Closing):
         self._depth = max(1, self._workers * int(in_flight))
         # setup travels pickled and is unpickled by the worker after env is set, so that env reaches
         # libraries read at import (OpenBLAS, Mesa) whatever setup's pickle imports
-        initargs = (dict(env or {}), pickle.dumps(setup))
+        # a 'spawn' worker's parent is this process; a 'forkserver' worker's is the fork server (0: its parent)
+        parent = os.getpid() if start_method == "spawn" else 0
+        initargs = (dict(env or {}), pickle.dumps(setup), parent)
         self._pool = ProcessPoolExecutor(
             self._workers, mp_context=mp.get_context(start_method), initializer=_start_slot, initargs=initargs
         )
@@ -153,6 +169,10 @@ class ProcessExecutor(_Closing):
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+        except BrokenProcessPool:
+            raise WorkerError(
+                "a worker process ended abruptly (killed, e.g. by the out-of-memory killer, or crashed)"
+            ) from None
         finally:
             for fut in pending:  # the caller stopped early: drop what has not started
                 fut.cancel()
@@ -192,14 +212,49 @@ class _Slot:
 _SLOT: _Slot | None = None
 
 
-def _start_slot(env: dict[str, str], setup_pickle: bytes) -> None:
-    """Pool initializer: ignore SIGINT, set ``env``, then build the slot's state.
+#: ``prctl`` option: the signal this process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+#: How often a worker without ``PR_SET_PDEATHSIG`` checks that its parent is alive, seconds.
+PARENT_POLL_S = 0.5
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` (the process that started it) ends, however it ends.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, then a check that the parent
+    did not die before that call. Elsewhere: a daemon thread polls the parent
+    pid and exits the process when it changes.
+    """
+    parent = parent or os.getppid()
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent is already gone
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="nvsynth-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _start_slot(env: dict[str, str], setup_pickle: bytes, parent: int) -> None:
+    """Pool initializer: ignore SIGINT, die with ``parent``, set ``env``, then build the state.
 
     A failure is kept and raised by every item of this slot (an initializer
     that raises only breaks the pool, without its message).
     """
     global _SLOT
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the main process's own handler is not inherited ('spawn')
+    die_with_parent(parent)
     os.environ.update(env)
     try:
         _SLOT = _Slot(pickle.loads(setup_pickle)(), None)
@@ -215,4 +270,12 @@ def _run_item(work: Callable[[Any, T], R], item: T) -> R:
     return work(_SLOT.state, item)
 
 
-__all__ = ["IN_FLIGHT_PER_SLOT", "Executor", "ExecutorFactory", "InProcessExecutor", "ProcessExecutor", "make_executor"]
+__all__ = [
+    "IN_FLIGHT_PER_SLOT",
+    "Executor",
+    "ExecutorFactory",
+    "InProcessExecutor",
+    "ProcessExecutor",
+    "die_with_parent",
+    "make_executor",
+]

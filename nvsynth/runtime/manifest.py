@@ -26,6 +26,7 @@ import numpy as np
 from nvsynth import __version__
 from nvsynth.core.atomic import write_text
 from nvsynth.core.config import Config
+from nvsynth.core.errors import io_guard
 from nvsynth.recon.stage import FrameOutcome
 from nvsynth.render.egl_devices import GlInfo
 from nvsynth.render.patterns import Pattern
@@ -51,12 +52,15 @@ RECON_MANIFEST_FIELDS = (
 class SubjectReport:
     """What a render run did with one subject (updated as its rows are written)."""
 
-    status: str  # written | resumed | finished-before | interrupted | no-records
+    status: str  # written | resumed | finished-before | interrupted | failed | no-records
     rows: int = 0
     rows_this_run: int = 0
     sources: int = 0
     skips: list[Skip] = field(default_factory=list)
     file: str = ""
+    units_kept: int = 0  # committed units of an earlier run that this run kept (nvsynth.runtime.units)
+    rows_kept: int = 0  # their rows
+    units_written: int = 0  # units this run committed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,9 @@ class SubjectReport:
             "file": self.file,
             "rows": self.rows,
             "rows_this_run": self.rows_this_run,
+            "rows_kept": self.rows_kept,
+            "units_kept": self.units_kept,
+            "units_written": self.units_written,
             "sources": self.sources,
             "views_skipped": sum(1 for s in self.skips if s.view_index >= 0),
             "sources_skipped": sum(1 for s in self.skips if s.view_index < 0),
@@ -101,6 +108,7 @@ class RenderLog:
         self.status = "running"
         self.timing: dict[str, float] = {}  # worker stages (summed over workers), main-side write/wait
         self.first_result_s: float | None = None
+        self.backgrounds: dict[str, Any] | None = None  # the background folder's check (render.backgrounds)
 
     def charge(self, seconds: dict[str, float]) -> None:
         for k, v in seconds.items():
@@ -140,6 +148,7 @@ class RenderLog:
                 "sources_skipped": sum(s["sources_skipped"] for s in subjects.values()),
             },
             "skips": [s.as_json() for r in self.reports.values() for s in r.skips],
+            "backgrounds": self.backgrounds,
             "elapsed_s": round(elapsed, 3),
             "images_per_s": round(rendered / elapsed, 2) if elapsed > 0 else None,
             "timing_s": {
@@ -150,8 +159,10 @@ class RenderLog:
 
     def save(self) -> None:
         """Write ``OUTDIR/manifest.json`` atomically."""
-        self.outdir.mkdir(parents=True, exist_ok=True)
-        write_text(self.outdir / RENDER_MANIFEST, json.dumps(self.manifest(), indent=2, default=str) + "\n")
+        path = self.outdir / RENDER_MANIFEST
+        with io_guard(path, "write the run manifest", "free some space, then run the same command with --resume"):
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            write_text(path, json.dumps(self.manifest(), indent=2, default=str) + "\n")
 
 
 def write_recon_manifest(path: Path, outcomes: Iterable[FrameOutcome]) -> None:
@@ -165,5 +176,6 @@ def write_recon_manifest(path: Path, outcomes: Iterable[FrameOutcome]) -> None:
         reason = "existing record" if o.status == "cached" else o.reason
         placed = ["" if not np.isfinite(v) else f"{v:.3f}" for v in (o.annotation_deg, o.depth_correction_mm)]
         wr.writerow([o.frame_index, o.image, status, reason, err, o.detector, f"{o.ms:.1f}", *placed])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, buf.getvalue())
+    with io_guard(path, "write the recon manifest"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, buf.getvalue())

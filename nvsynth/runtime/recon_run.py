@@ -13,14 +13,23 @@ lands at ``<data.records>/<subject>/<record name>.npz``; each subject gets a
 Frames always run in worker processes ('spawn'), even with one worker: each
 sets single-threaded BLAS before numpy loads (the fit's small dense solves
 are far slower with several BLAS threads per process) and builds its own
-dlib objects and template; nothing mutable is shared. SIGINT stops after the
-frames in flight: the subject's manifest lists the frames done so far, and a
-re-run continues from the records on disk.
+dlib objects and template; nothing mutable is shared. SIGINT or SIGTERM
+stops after the frames in flight: the subject's manifest lists the frames
+done so far, and a re-run continues from the records on disk. Every record is
+written atomically, so a SIGKILL loses only the frames in flight; their
+temporary files are removed by the next run, and a damaged record (truncated,
+or made from another annotation line) is redone.
+
+Each subject's record folder is locked for the run
+(:class:`nvsynth.runtime.preflight.RunLock`): a second recon of the same
+subject refuses in one line naming the first one's pid. Duplicate annotation
+lines are reported once and recorded as skipped (the frame is kept once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -28,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from nvsynth.core.config import Config
-from nvsynth.core.errors import ConfigError
-from nvsynth.datasets.base import Dataset, select_subjects
+from nvsynth.core.errors import ConfigError, WorkerError, io_guard
+from nvsynth.datasets.base import DUPLICATE_REASON, Dataset, select_subjects
 from nvsynth.datasets.registry import open_dataset
 from nvsynth.recon.record import record_path
 from nvsynth.recon.stage import (
@@ -41,9 +50,11 @@ from nvsynth.recon.stage import (
     start_frame_processor,
 )
 from nvsynth.recon.template import load_landmark_map, template_from_config
+from nvsynth.runtime import failpoints
 from nvsynth.runtime.executor import Executor, make_executor
-from nvsynth.runtime.interrupt import Interrupt
+from nvsynth.runtime.interrupt import Interrupt, Stopped
 from nvsynth.runtime.manifest import RECON_MANIFEST, write_recon_manifest
+from nvsynth.runtime.preflight import RunLock, check_workers, prepare_folder, warn
 from nvsynth.runtime.progress import progress_bar
 from nvsynth.runtime.slots import worker_count
 
@@ -92,14 +103,19 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
     template_from_config(cfg)  # missing template offline: one line saying where to put it
     load_landmark_map(cfg)
     check_backend(cfg.recon.detector, cfg)
+    workers = worker_count(cfg.recon.workers, "recon")
+    warn(check_workers(workers))
+    prepare_folder(Path(obj), "recon folder (data.records)")
 
     all_outcomes: list[FrameOutcome] = []
     t_run = time.perf_counter()
-    workers = worker_count(cfg.recon.workers, "recon")
-    executor = make_executor(partial(start_frame_processor, cfg), workers, env=BLAS_ENV, isolate=True)
-    with executor, Interrupt() as stop:
-        for name in names:
-            all_outcomes.extend(_recon_subject(cfg, dataset, name, Path(obj), limit, force, executor, stop))
+    with contextlib.ExitStack() as held:
+        for name in names:  # one recon per subject folder at a time
+            held.enter_context(RunLock(prepare_folder(Path(obj) / name, "recon folder")))
+        executor = make_executor(partial(start_frame_processor, cfg), workers, env=BLAS_ENV, isolate=True)
+        with executor, Interrupt() as stop:
+            for name in names:
+                all_outcomes.extend(_recon_subject(cfg, dataset, name, Path(obj), limit, force, executor, stop))
     print(summarize(all_outcomes, time.perf_counter() - t_run))
     ok = sum(o.status in ("ok", "cached") for o in all_outcomes)
     return 0 if ok > 0 or not all_outcomes else 1
@@ -117,7 +133,15 @@ def _recon_subject(
 ) -> list[FrameOutcome]:
     """One subject's frames: cached ones read, the others through the executor; its manifest written."""
     samples = list(dataset.samples(subject, limit))
+    _clean_temporary(obj / subject)
     outcomes: list[FrameOutcome] = []
+    duplicates = [s for s in samples if s.skip_reason.startswith(DUPLICATE_REASON)]
+    if duplicates:  # recorded as skipped below (the frame is kept once, from its first line)
+        print(
+            f"nvsynth recon: {subject}: {len(duplicates)} duplicate annotation line(s) "
+            f"(first: {duplicates[0].skip_reason.removeprefix(DUPLICATE_REASON + ': ')}); each frame is kept once",
+            file=sys.stderr,
+        )
     tasks: list[FrameTask] = []
     for sample in samples:
         out = record_path(obj, subject, sample.record_name)
@@ -132,6 +156,7 @@ def _recon_subject(
         with bar, contextlib.closing(results):
             for o in results:
                 outcomes.append(o)
+                failpoints.reached("recon-frame")
                 bar.update(1)
                 if o.status == "skipped":
                     bar.set_postfix_str(f"skipped {sum(x.status == 'skipped' for x in outcomes)}")
@@ -139,5 +164,18 @@ def _recon_subject(
     except KeyboardInterrupt:  # the manifest lists the frames done so far
         write_recon_manifest(obj / subject / RECON_MANIFEST, outcomes)
         raise
+    except WorkerError:
+        write_recon_manifest(obj / subject / RECON_MANIFEST, outcomes)
+        if stop.requested:  # a SIGTERM to the whole process group ended the workers
+            raise Stopped(stop.signum) from None
+        raise
     write_recon_manifest(obj / subject / RECON_MANIFEST, outcomes)
     return outcomes
+
+
+def _clean_temporary(folder: Path) -> None:
+    """Remove the temporary record files of frames a kill interrupted (they were never complete)."""
+    if folder.is_dir():
+        with io_guard(folder, "clean the recon folder"):
+            for p in folder.rglob(".*.tmp.*"):
+                p.unlink(missing_ok=True)

@@ -7,9 +7,13 @@
   order, the first ``--limit``; only each record's ``frame_index`` is read.
   Unreadable records become skips; two records with one frame index are an
   error (the folder mixes two recon runs).
-* Output: an existing final ``<subject>.h5`` is an error without ``--resume``;
-  with it, a final or partial file made with another seed, pattern, view
-  count or configuration is refused (:func:`check_compatible`).
+* Output: an existing final ``<subject>.h5``, or committed units of an
+  interrupted run (``<subject>.h5.parts``), are an error without ``--resume``
+  (nothing committed is thrown away unasked); with it, a final file made with
+  another seed, pattern, view count or configuration is refused
+  (:func:`check_compatible`; units carry the config hash too,
+  :mod:`nvsynth.runtime.units`). A ``<subject>.h5.partial`` file is never
+  read: a resume rebuilds it from the committed units.
 * File attributes (:func:`file_attrs`, names in :data:`nvsynth.core.schema.FILE_ATTRS`)
   depend on the configuration but never on the number of workers; they include
   the normalization constants (``render.normalization``), so that the file can
@@ -22,6 +26,8 @@ import hashlib
 import itertools
 import json
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +37,15 @@ import numpy as np
 
 from nvsynth import __version__
 from nvsynth.core import geometry
-from nvsynth.core.config import Config
-from nvsynth.core.errors import ConfigError, OutputError, RenderError
-from nvsynth.core.h5io import partial_path
+from nvsynth.core.config import DEFAULT_UNIT_ROWS, Config
+from nvsynth.core.errors import ConfigError, OutputError, RenderError, io_guard
 from nvsynth.core.schema import NORM_ATTRS, SKIPS_ATTR
 from nvsynth.render.stage import Skip, Source
+from nvsynth.runtime.units import parts_path
 
+#: What reading a damaged recon record raises (a truncated .npz is a bad zip file).
+RECORD_ERRORS = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+RECON_MANIFEST = "manifest.csv"
 
 @dataclass(frozen=True)
 class SubjectPlan:
@@ -50,15 +59,20 @@ class SubjectPlan:
 def list_sources(obj_root: Path, subject: str, limit: int | None = None) -> tuple[list[Source], list[Skip]]:
     """The subject's recon records in frame order (the first ``limit``), and skips for unreadable ones."""
     folder = Path(obj_root) / subject
-    paths = sorted(p for p in folder.rglob("*.npz") if not p.name.endswith(".tmp.npz")) if folder.is_dir() else []
+    with io_guard(folder, "list the recon records"):
+        found = folder.rglob("*.npz") if folder.is_dir() else ()
+        paths = sorted(p for p in found if not p.name.endswith(".tmp.npz"))
     sources: list[Source] = []
     bad: list[Skip] = []
     for p in paths:
         try:
             with np.load(p, allow_pickle=False) as z:
                 frame = int(z["frame_index"])
-        except (OSError, KeyError, ValueError, EOFError) as err:
-            reason = f"unreadable recon record {p} ({(str(err).splitlines() or [type(err).__name__])[0]})"
+        except RECORD_ERRORS as err:
+            reason = (
+                f"unreadable recon record {p} ({(str(err).splitlines() or [type(err).__name__])[0]}); "
+                "`nvsynth recon` redoes it"
+            )
             bad.append(Skip(subject, -1, -1, str(p.relative_to(obj_root)), reason))
             continue
         sources.append(Source(p, frame))
@@ -76,29 +90,30 @@ def select_subjects(obj_root: Path, wanted: str | None) -> list[str]:
         for n in names:
             if n in (".", "..") or "/" in n or "\\" in n:
                 raise ConfigError(f"--subjects: '{n}' is not a subject name like p00")
-        return names
+        return list(dict.fromkeys(names))  # each once, in the order given
     root = Path(obj_root)
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    with io_guard(root, "list the recon folder (data.records)"):
+        found = root.iterdir() if root.is_dir() else ()
+        names = sorted(p.name for p in found if p.is_dir() and not p.name.startswith("."))
     if not names:
         raise RenderError(f"no recon records under {root}: run `nvsynth recon` first")
     return names
 
 
 def run_hash(cfg: Config) -> str:
-    """The config digest that decides whether outputs are compatible (where the run ran is excluded)."""
+    """The config digest that decides whether outputs are compatible (where and how the run ran is excluded)."""
     blob = json.dumps(_canonical(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _canonical(cfg: Config) -> dict[str, Any]:
-    """The configuration without the settings of where a run ran: worker counts (as 1) and the render device.
-
-    Worker counts stay in as 1 so that the digest of a configuration equals the one of the releases before
-    ``workers: auto`` and ``render.device``.
-    """
-    raw = cfg.model_dump(mode="json", exclude={"render": {"device"}})
-    raw["render"]["workers"] = raw["recon"]["workers"] = 1
-    return raw
+    """The configuration without what the output does not depend on: worker counts (as 1), the render
+    device (left out) and the durable units' size (its default)."""
+    same = {"workers": 1, "unit_rows": DEFAULT_UNIT_ROWS}
+    canon = cfg.model_copy(
+        update={"render": cfg.render.model_copy(update=same), "recon": cfg.recon.model_copy(update={"workers": 1})}
+    )
+    return canon.model_dump(mode="json", exclude={"render": {"device"}})
 
 
 def file_attrs(cfg: Config, subject: str) -> dict[str, Any]:
@@ -135,7 +150,7 @@ def check_compatible(path: Path, want: dict[str, Any]) -> None:
     """Refuse to resume a file made with another seed, pattern, view count or configuration."""
     have = read_attrs(path)
     if not have:
-        return  # unreadable: the writer starts it afresh
+        raise OutputError(f"{path}: not a readable nvsynth output file: remove it, then run again with --resume")
     for key in ("seed", "pattern", "views_per_source", "config_hash"):
         a, b = have.get(key), want[key]
         if key in have and str(a) != str(b):
@@ -157,7 +172,7 @@ def plan_subjects(
     for name in select_subjects(obj_root, subjects):
         sources, bad = list_sources(obj_root, name, limit)
         if not sources:
-            message = f"subject {name}: no recon records under {obj_root / name}: run `nvsynth recon` first"
+            message = f"subject {name}: {_why_no_records(Path(obj_root) / name, bad)}"
             if subjects:  # named on the command line: an error
                 raise RenderError(message)
             print(f"nvsynth render: skipping {message}", file=sys.stderr)
@@ -166,9 +181,32 @@ def plan_subjects(
         final = outdir / f"{name}.h5"
         if final.exists() and not resume:
             raise OutputError(f"{final} exists: pass --resume to skip finished subjects, or remove it")
-        if resume and (final.exists() or partial_path(final).exists()):
-            check_compatible(final if final.exists() else partial_path(final), file_attrs(cfg, name))
+        parts = parts_path(final)
+        if parts.is_dir() and not final.exists() and not resume:
+            raise OutputError(
+                f"{parts} holds the committed rows of an interrupted run: pass --resume to keep them "
+                "and finish, or remove the folder to start over"
+            )
+        if resume and final.exists():
+            check_compatible(final, file_attrs(cfg, name))
         plans.append(SubjectPlan(name, tuple(sources), tuple(bad)))
     if not plans:
         raise RenderError(f"no recon records under {obj_root}: run `nvsynth recon` first")
     return plans, empty
+
+
+def _why_no_records(folder: Path, bad: list[Skip]) -> str:
+    """Why a subject folder yields no sources: unreadable records, a recon that skipped every frame, or no recon."""
+    if bad:
+        return f"{len(bad)} recon record(s) under {folder} cannot be read: run `nvsynth recon` again to redo them"
+    manifest = folder / RECON_MANIFEST
+    if manifest.is_file():
+        try:
+            rows = max(0, len(manifest.read_text(encoding="utf-8", errors="replace").splitlines()) - 1)
+        except OSError:
+            rows = 0
+        return (
+            f"recon kept no frame under {folder} ({rows} frame(s) skipped; the reasons are in {manifest}): "
+            "nothing to render"
+        )
+    return f"no recon records under {folder}: run `nvsynth recon` first"
