@@ -29,6 +29,7 @@ import numpy as np
 from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError
 from nvsynth.datasets.mpii import Subject, open_subject, select_subjects
+from nvsynth.recon.eyeball import fit_subject
 from nvsynth.recon.record import record_path
 from nvsynth.recon.stage import (
     FrameOutcome,
@@ -129,4 +130,9 @@ def _recon_subject(
         write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
         raise
     write_recon_manifest(obj / subj.name / RECON_MANIFEST, outcomes)
+    # the subject's eyeball model (kappa, centre offset) over all its frames, with its residual
+    done = [record_path(obj, subj.name, o.image) for o in outcomes if o.status in ("ok", "cached")]
+    model = fit_subject(done, obj / subj.name)
+    if model is not None:
+        print(model.report(subj.name))
     return outcomes
