@@ -81,7 +81,7 @@ def known_eyeball_records(records: list[ReconRecord], truth: EyeballModel, seed:
             iris = np.array(rec.iris_2d, dtype=np.float64)
             for eye in (0, 1):
                 Q = orientation_towards(truth, rec.head_rotation, c[eye], target, eye)
-                pole = c[eye] + truth.radius_mm * (Q @ FORWARD)
+                pole = c[eye] + truth.iris_depth_mm * (Q @ FORWARD)  # the limbus centre
                 iris[eye, :, :] += cam.project(pole[None], distort=True)[0] - iris[eye, 0]
             out.append(dataclasses.replace(rec, iris_2d=iris.astype(np.float32), gaze_target=target))
     return out
