@@ -134,11 +134,11 @@ def iris_centre(iris: ArrayLike) -> NDArray[np.float64]:
     points along the eye (1 and 3).
 
     The lids cover the top and bottom of the iris whenever the eye looks up or
-    down, and the model's own centre (point 0) then drifts toward the visible
-    part; the horizontal diameter's ends stay visible and lie at the centre's
-    height. Measured on rendered eyes turned 20 degrees up or down: the drift of
-    point 0 was 5-6 px at 448 (about 10 degrees), of this midpoint (see the
-    gaze benchmark).
+    down; the horizontal diameter's ends are the points they hide least, and
+    they lie at the centre's height. (On rendered eyes turned 20-30 degrees up
+    or down it read the same as point 0 to about a pixel at 448: both drift
+    toward the visible part; the gaze benchmark's crop re-centring is what
+    removes most of that drift.)
     """
     p = np.asarray(iris, dtype=np.float64)
     return 0.5 * (p[..., 1, :] + p[..., 3, :])
