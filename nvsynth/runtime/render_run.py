@@ -40,7 +40,9 @@ import h5py
 from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError
 from nvsynth.core.h5io import H5Writer, concat_rows
-from nvsynth.core.schema import FIELDS, PROGRESS_ATTR, SKIPS_ATTR
+from nvsynth.core.schema import PROGRESS_ATTR, SKIPS_ATTR, output_fields
+from nvsynth.recon.eyeball import EyeballModel, eyeball_path
+from nvsynth.render.gaze import load_gaze_spec
 from nvsynth.render.patterns import load_pattern
 from nvsynth.render.stage import RenderSpec, Skip, SourceItem, SourceResult, render_item, start_source_renderer
 from nvsynth.runtime.executor import Executor, make_executor
@@ -66,7 +68,9 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     from nvsynth.render.backgrounds import BackgroundSource
 
     backgrounds = BackgroundSource(cfg.data.background_path)  # listed once per run
-    spec = RenderSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=Path(cfg.data.mpii.raw))
+    gaze = load_gaze_spec(cfg)  # a gaze file is read once per run
+    spec = RenderSpec(cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=Path(cfg.data.mpii.raw),
+                      gaze=gaze)  # fmt: skip
     workers = int(cfg.render.workers)
     # several workers already use every core: one llvmpipe thread each avoids oversubscription (a user setting wins)
     env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "1")}
@@ -78,7 +82,8 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
         with Interrupt() as stop:
             try:
                 for plan in plans:
-                    _render_subject(log, plan, resume, executor, stop)
+                    eyeball = subject_eyeball(obj_root, plan.subject, cfg) if gaze.redirects else None
+                    _render_subject(log, plan, resume, executor, stop, eyeball)
                     log.save()
                 log.status = "finished"
                 log.save()
@@ -95,8 +100,21 @@ def run(cfg: Config, outdir: Path, subjects: str | None = None, limit: int | Non
     return 0
 
 
-def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: Executor, stop: Interrupt) -> None:
+def subject_eyeball(obj_root: Path, subject: str, cfg: Config) -> EyeballModel:
+    """The subject's eyeball model (``nvsynth recon`` with the mediapipe backend writes it); one line if missing."""
+    path = eyeball_path(obj_root / subject)
+    if not path.is_file():
+        raise ConfigError(
+            f"render.gaze '{cfg.render.gaze}' needs the eyeball model of {subject} ({path}): "
+            "run `nvsynth recon` with recon.detector: mediapipe"
+        )
+    return EyeballModel.load(path)
+
+
+def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: Executor, stop: Interrupt,
+                    eyeball: EyeballModel | None = None) -> None:  # fmt: skip
     cfg = log.cfg
+    fields = output_fields(cfg.render.gaze != "follow-head")
     subject = plan.subject
     final = log.outdir / f"{subject}.h5"
     report = SubjectReport(status="written", file=final.name, sources=len(plan.sources))
@@ -109,7 +127,7 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
         report.skips = skips_of(attrs)
         return
 
-    writer = H5Writer(final, FIELDS, attrs=file_attrs(cfg, subject), resume=resume)
+    writer = H5Writer(final, fields, attrs=file_attrs(cfg, subject), resume=resume)
     try:
         # A reopened partial file carries the progress marker of the run that made it.
         prev = writer.attrs()
@@ -129,13 +147,13 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
                 return
             skipped = json.dumps([s.as_json() for s in skips.values()])
             writer.set_attrs({PROGRESS_ATTR: int(pending[-1].frame_index), SKIPS_ATTR: skipped})
-            writer.append(concat_rows(FIELDS, [r.columns for r in pending if r.columns is not None]))
+            writer.append(concat_rows(fields, [r.columns for r in pending if r.columns is not None]))
             report.rows = writer.rows
             report.skips = list(skips.values())
             pending.clear()
 
         bar = progress_bar(len(todo) * cfg.render.views, desc=subject, unit="img")
-        results = executor.map(render_item, (SourceItem(subject, s) for s in todo))
+        results = executor.map(render_item, (SourceItem(subject, s, eyeball) for s in todo))
         with bar, contextlib.closing(results):
             t_wait = time.perf_counter()
             for result in results:
