@@ -148,6 +148,9 @@ void main() {
 }
 """
 
+#: Winding of the eyeballs' outer faces in window coordinates (the camera's y axis points down the image, which
+#: mirrors the outward counter-clockwise winding of :func:`render.eyes.sphere_mesh`).
+EYE_FRONT_FACE = "cw"
 #: Texture units: the face's source crop is unit 0 (render.upload), the eyes use the next two.
 EYE_TEXTURE_UNIT = 1
 HIGHLIGHT_TEXTURE_UNIT = 2
@@ -246,7 +249,11 @@ class EyeUpload:
         e = shaders.eye
         e["model"].write(np.ascontiguousarray(np.transpose(pose.model, (0, 2, 1)), dtype="f4").tobytes())
         e["relative"].write(np.ascontiguousarray(np.transpose(pose.relative, (0, 2, 1)), dtype="f4").tobytes())
+        ctx = e.ctx
+        ctx.enable(moderngl.CULL_FACE)  # the back of the eyeballs is never seen
+        ctx.front_face = EYE_FRONT_FACE
         self.eye_vao.render(moderngl.TRIANGLES)
+        ctx.disable(moderngl.CULL_FACE)
 
     def release(self) -> None:
         for obj in self.objects:

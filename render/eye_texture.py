@@ -54,9 +54,9 @@ from nvsynth.recon.eyeball import EyeballModel, SourceEyes
 from nvsynth.recon.eyes import EYELID_POLYGON
 from nvsynth.recon.record import ReconRecord
 
-#: Texels per side of one eye's texture (the iris, about 26-30 degrees, spans ~25 texels of radius; the
-#: normalized 448 render shows it at about 19 px radius: 5.9 mm at 300 mm with focal 960).
-TEXTURE_SIZE = 256
+#: Texels per side of one eye's texture: the iris (about 26-30 degrees) spans ~19 texels of radius, as many as
+#: the 448 render's pixels (5.9 mm at 300 mm with focal 960) and twice the stored 224 patch's.
+TEXTURE_SIZE = 192
 #: Polar angle (radians) at the edge of the texture's inscribed disc: 135 degrees covers what an eye turned by
 #: up to 45 degrees shows through its opening (the opening's corners lie at about 90 degrees from the axis).
 THETA_MAX = np.radians(135.0)
@@ -189,11 +189,13 @@ def project_distorted(camera_matrix: ArrayLike, dist_coeffs: ArrayLike, points: 
     return np.stack([K[0, 0] * xd + K[0, 1] * yd + K[0, 2], K[1, 1] * yd + K[1, 2]], axis=-1)
 
 
-def _ring_groups(ring: NDArray[np.int64]) -> list[tuple[int, NDArray[np.int64]]]:
-    """(ring, positions) of each ring present in ``ring`` (1-D), positions into ``ring``."""
-    order = np.argsort(ring, kind="stable")
-    keys, starts = np.unique(ring[order], return_index=True)
-    return [(int(k), g) for k, g in zip(keys, np.split(order, starts[1:]), strict=True)]
+def group_median(values: NDArray[np.floating], groups: NDArray[np.int64]) -> tuple[NDArray, NDArray, NDArray]:
+    """Per group of ``groups`` (1-D ints): (group ids, counts, median of ``values`` (1-D)) in one sort."""
+    order = np.lexsort((values, groups))
+    g, v = groups[order], values[order]
+    ids, start, count = np.unique(g, return_index=True, return_counts=True)
+    med = 0.5 * (v[start + (count - 1) // 2] + v[start + count // 2])
+    return ids, count, med
 
 
 def _ring_fill(img: NDArray[np.float64], known: NDArray[np.bool_], ring: NDArray[np.int64],
@@ -203,16 +205,19 @@ def _ring_fill(img: NDArray[np.float64], known: NDArray[np.bool_], ring: NDArray
     idx = np.flatnonzero(region)
     if not len(idx):
         return out
-    flat, ok = img.reshape(-1, 3)[idx], known.reshape(-1)[idx]
-    groups = _ring_groups(ring.reshape(-1)[idx])
-    med = {k: np.median(flat[g[ok[g]]], axis=0) for k, g in groups if int(ok[g].sum()) >= MIN_RING_TEXELS}
-    if not med:
+    flat, ok, rings = img.reshape(-1, 3)[idx], known.reshape(-1)[idx], ring.reshape(-1)[idx]
+    if not ok.any():
         return out
-    have = np.array(sorted(med))
-    dst = out.reshape(-1, 3)
-    for k, g in groups:
-        todo = idx[g[~ok[g]]]
-        dst[todo] = med[int(have[np.argmin(np.abs(have - k))])]
+    per = [group_median(flat[ok, ch], rings[ok]) for ch in range(3)]
+    ids, count = per[0][0], per[0][1]
+    have = count >= MIN_RING_TEXELS
+    if not have.any():
+        return out
+    med = np.stack([p[2] for p in per], axis=1)[have]  # (R, 3) per ring with enough seen texels
+    ids = ids[have]
+    todo = ~ok
+    nearest = np.argmin(np.abs(rings[todo][:, None] - ids[None, :]), axis=1)
+    out.reshape(-1, 3)[idx[todo]] = med[nearest]
     return out
 
 
@@ -269,7 +274,7 @@ def unwrap_eye(image: NDArray[np.uint8], record: ReconRecord, eyes: SourceEyes, 
     seen = np.zeros(n * n, dtype=bool)
     seen[seen_idx] = True
     seen = seen.reshape(n, n)
-    img = np.zeros((n * n, 3), dtype=np.float64)
+    img = np.zeros((n * n, 3), dtype=np.float32)
     if len(seen_idx):
         sampled = cv2.remap(image, px[:, None, 0], px[:, None, 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         img[seen_idx] = sampled.reshape(-1, 3)
@@ -280,25 +285,33 @@ def unwrap_eye(image: NDArray[np.uint8], record: ReconRecord, eyes: SourceEyes, 
     spec = np.zeros(n * n, dtype=bool)
     idx = seen_idx[theta.reshape(-1)[seen_idx] < HIGHLIGHT_REACH * iris_angle]
     grey = img.reshape(-1, 3)[idx] @ np.array([0.114, 0.587, 0.299])
-    for _k, g in _ring_groups(ring.reshape(-1)[idx]):
-        vals = grey[g]
-        med = np.median(vals)
-        mad = 1.4826 * np.median(np.abs(vals - med))
-        spec[idx[g]] = vals > med + max(HIGHLIGHT_DELTA, HIGHLIGHT_MADS * mad)
+    if len(idx):
+        rings = ring.reshape(-1)[idx]
+        ids, _count, med = group_median(grey, rings)
+        at = np.searchsorted(ids, rings)
+        _ids, _c, mad = group_median(np.abs(grey - med[at]), rings)
+        spec[idx] = grey > med[at] + np.maximum(HIGHLIGHT_DELTA, HIGHLIGHT_MADS * 1.4826 * mad[at])
     spec = spec.reshape(n, n)
     if spec.any():
         spec = cv2.dilate(spec.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & seen
     known = seen & ~spec
-    # the iris: highlights from their neighbours, what the lids hid from its rings; the sclera: continued
-    filled = _fill(img, known & iris, spec & iris)
+    # the iris: highlights from their neighbours (within the iris's box), what the lids hid from its rings
+    filled = img.copy()
+    if spec.any():
+        h = min(n // 2, int(np.ceil(HIGHLIGHT_REACH * iris_angle / THETA_MAX * n / 2)) + 2)
+        box = np.s_[n // 2 - h : n // 2 + h, n // 2 - h : n // 2 + h]
+        filled[box] = _fill(img[box], (known & iris)[box], (spec & iris)[box])
     filled = _ring_fill(filled, known | (spec & iris), ring, iris)
+    # the sclera: continued from its seen interior by push-pull, the seen edge feathered into it (no line
+    # where the lids were)
     sclera = known & ~iris
-    filled = _fill(filled, sclera, ~iris & ~known)
-    if sclera.any():  # feather the seen sclera into its continuation: no edge where the lids were
+    if sclera.any():
         inside = cv2.distanceTransform(np.pad(sclera, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        core = sclera & (inside >= SCLERA_FEATHER)
+        smooth = push_pull(img, (core if core.any() else sclera).astype(np.float32))
         alpha = np.clip(inside / SCLERA_FEATHER, 0.0, 1.0)[..., None]
-        smooth = push_pull(img, (sclera & (inside >= SCLERA_FEATHER)).astype(np.float32))
         filled = np.where(sclera[..., None], alpha * filled + (1.0 - alpha) * smooth, filled)
+        filled = np.where((~iris & ~known)[..., None], smooth, filled)
     highlight = np.where(spec[..., None], np.clip(img - filled, 0, 255), 0.0)
     return (np.clip(np.round(filled), 0, 255).astype(np.uint8), np.round(highlight).astype(np.uint8), seen)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -52,7 +53,7 @@ from nvsynth.render.mesh import RenderMesh, build_render_mesh
 #: (the upper lid follows vertical gaze closely; with less, an eye turned 30 degrees up hides half its iris).
 UPPER_LID_RATIO = 0.7
 #: Lower lid, the same: less than the upper lid.
-LOWER_LID_RATIO = 0.3
+LOWER_LID_RATIO = 0.5
 #: Upper-lid weights fall off to 0 this far (mm, head frame) above the upper margin (about the lid crease).
 UPPER_FALLOFF_MM = 8.0
 #: Lower-lid weights fall off to 0 this far below the lower margin.
@@ -67,8 +68,8 @@ EYE_REGION_MM = 20.0
 #: The opening's backing is drawn this much further along the view ray (mm): behind the whole eyeball.
 BACKING_PUSH_MM = 30.0
 #: The eyeball mesh: rings from the pole, segments around it, and its extent from the pole (the back never shows).
-SPHERE_RINGS = 30
-SPHERE_SEGMENTS = 48
+SPHERE_RINGS = 24
+SPHERE_SEGMENTS = 40
 SPHERE_THETA_MAX = np.radians(150.0)
 
 
@@ -82,8 +83,12 @@ class SphereMesh:
     faces: NDArray[np.int32]  # (T, 3), outward winding
 
 
+@lru_cache(maxsize=1)
 def sphere_mesh() -> SphereMesh:
-    """A UV sphere cap (pole = FORWARD) per eye; texture coordinates side by side in one (N, 2N) texture."""
+    """A UV sphere cap (pole = FORWARD) per eye; texture coordinates side by side in one (N, 2N) texture.
+
+    The same for every source (made once per process; treat as read-only).
+    """
     th = np.linspace(0.0, SPHERE_THETA_MAX, SPHERE_RINGS + 1)[1:]
     ph = np.linspace(-np.pi, np.pi, SPHERE_SEGMENTS, endpoint=False)
     T, P = np.meshgrid(th, ph, indexing="ij")

@@ -36,6 +36,8 @@ from nvsynth.render.views import FACE_CENTER_NORM, View, apply_rigid
 CROP_SHIFTS = ((0.0, 0.0), (0.03, 0.0), (-0.03, 0.0), (0.0, 0.03), (0.0, -0.03))
 
 
+#: Test-time scales of the crop (times MediaPipe's 2.3 x the corner distance).
+CROP_SCALES = (0.9, 1.0, 1.1)
 #: Passes that re-centre the crop on the previous estimate (0: the corners' crop only).
 RECENTRE_PASSES = 3
 
@@ -55,8 +57,8 @@ def iris_centres(landmarker: MediaPipeLandmarker, image: NDArray[np.uint8], corn
         centre = np.array([base.cx, base.cy])
         for _ in range(RECENTRE_PASSES + 1):
             est = []
-            for dx, dy in CROP_SHIFTS:
-                roi = Roi(centre[0] + dx * base.side, centre[1] + dy * base.side, base.side, base.angle)
+            for (dx, dy), k in [(d, k) for d in CROP_SHIFTS for k in CROP_SCALES]:
+                roi = Roi(centre[0] + dx * base.side, centre[1] + dy * base.side, k * base.side, base.angle)
                 x, A = crop(image, roi, IRIS_INPUT, eye == 1)
                 _contour, iris = landmarker.iris_net(x)
                 est.append(iris_centre(to_source(iris, A, IRIS_INPUT, eye == 1)[:, :2]))

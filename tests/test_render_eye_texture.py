@@ -83,7 +83,7 @@ def test_unwrap_of_a_known_eyeball(known_eye) -> None:
     for e in range(2):
         err = np.abs(tex.image[e].astype(float) - truth).max(axis=-1)
         seen = tex.seen[e] & ~(tex.highlight[e].max(axis=-1) > 0)
-        assert seen.sum() > 2000
+        assert seen.sum() > 1000
         # the frame's pixels, resampled: within a few grey levels away from edges
         assert np.median(err[seen & away]) < 6
         # the iris the lids hid, completed from its rings (the known iris depends on theta only)
