@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import moderngl
 import numpy as np
@@ -41,6 +42,9 @@ from nvsynth.render.mesh import RenderMesh
 from nvsynth.render.shading import Shader
 from nvsynth.render.upload import MeshUpload
 
+if TYPE_CHECKING:
+    from nvsynth.render.eye_gl import EyeScene, EyeShaders, EyeUpload
+
 
 @dataclass
 class _ProcessObjects:
@@ -50,6 +54,7 @@ class _ProcessObjects:
     ctx: moderngl.Context
     shader: Shader
     pools: dict[str, FramebufferPool] = field(default_factory=dict)
+    eye_shaders: EyeShaders | None = None  # made on the first call with redirected eyes
 
     def pool(self, target: Target, size: int) -> FramebufferPool:
         if target.kind not in self.pools:
@@ -62,6 +67,17 @@ class _ProcessObjects:
             pool.release()
         self.pools = {}
         self.shader.release()
+        if self.eye_shaders is not None:
+            self.eye_shaders.release()
+            self.eye_shaders = None
+
+    def eyes(self) -> EyeShaders:
+        """The programs of redirected eyes (:mod:`render.eye_gl`), made on first use."""
+        if self.eye_shaders is None:
+            from nvsynth.render.eye_gl import EyeShaders
+
+            self.eye_shaders = EyeShaders(self.ctx)
+        return self.eye_shaders
 
 
 def _check_inputs(
@@ -138,16 +154,18 @@ class FaceRenderer:
         transforms: ArrayLike,
         lights: Sequence[Light | None] | None = None,
         with_seen: bool = False,
+        eyes: EyeScene | None = None,
     ) -> RenderBatch:
         """Render ``mesh`` textured by ``texture_bgr`` under each of the B ``transforms``.
 
         ``transforms[b]`` (4x4) maps source-camera mm to normalized-camera mm;
         ``lights[b]`` is that view's light (None = unlit). With ``with_seen``
-        the batch also carries the ``seen`` attribute.
+        the batch also carries the ``seen`` attribute. With ``eyes`` the face is
+        ``eyes.rig.face`` with its eyeballs turned to ``eyes.poses[b]`` (:mod:`render.eye_gl`).
         """
         tex_img, T, light_list = _check_inputs(texture_bgr, transforms, lights)
         target = LayerTarget(len(T), self.size)
-        self._draw(tex_img, mesh, T, light_list, target)
+        self._draw(tex_img, mesh, T, light_list, target, eyes)
         return target.batch(with_seen)
 
     def render_composited(
@@ -158,6 +176,7 @@ class FaceRenderer:
         lights: Sequence[Light | None] | None,
         backdrops: Sequence[Backdrop],
         out: NDArray[np.uint8] | None = None,
+        eyes: EyeScene | None = None,
     ) -> NDArray[np.uint8]:
         """Finished views at render size, composited in the same pass: (B, S, S, 4) uint8.
 
@@ -167,12 +186,13 @@ class FaceRenderer:
         set, 255 elsewhere (the complement of :attr:`RenderBatch.mask`).
         ``out`` (C-contiguous, that shape) is filled and returned instead of a
         new array: a worker that keeps one saves the page faults of 13 MB per source.
+        ``eyes``: redirected eyes, as in :meth:`render`.
         """
         tex_img, T, light_list = _check_inputs(texture_bgr, transforms, lights)
         if len(backdrops) != len(T):
             raise ValueError(f"{len(backdrops)} backdrops for {len(T)} views")
         target = BackdropTarget(backdrops, self.size, out)
-        self._draw(tex_img, mesh, T, light_list, target)
+        self._draw(tex_img, mesh, T, light_list, target, eyes)
         return target.out
 
     def _draw(
@@ -182,25 +202,42 @@ class FaceRenderer:
         T: NDArray[np.float64],
         lights: list[Light | None],
         target: Target,
+        eyes: EyeScene | None = None,
     ) -> None:
         """The one draw loop: upload once, then per round draw every view into its framebuffer, then read."""
         n = len(T)
         if not n:
             return
+        if eyes is not None and len(eyes.poses) != n:
+            raise ValueError(f"{len(eyes.poses)} eye poses for {n} views")
         gl = self._objects()
         framebuffers = gl.pool(target, self.size)
-        upload = MeshUpload.create(gl.ctx, gl.shader, tex_img, mesh)
+        upload: MeshUpload | EyeUpload
+        if eyes is None:
+            upload = face = MeshUpload.create(gl.ctx, gl.shader, tex_img, mesh)
+
+            def draw_view(b: int) -> None:
+                gl.shader.set_view(self.camera.view_uniforms(T[b]), lights[b], target.darkening(b), target.alpha_mode)
+                face.draw()
+
+        else:  # redirected eyes: the face and eyeball programs of render.eye_gl
+            from nvsynth.render.eye_gl import EyeUpload
+
+            shaders, scene = gl.eyes(), eyes
+            upload = with_eyes = EyeUpload.create(gl.ctx, shaders, tex_img, scene.rig)
+
+            def draw_view(b: int) -> None:
+                with_eyes.draw(shaders, self.camera, T[b], scene.poses[b], lights[b], target.darkening(b),
+                               target.alpha_mode)  # fmt: skip
+
         try:
             gl.ctx.enable_only(moderngl.DEPTH_TEST)
             for start in range(0, n, self.pool):
                 views = range(start, min(n, start + self.pool))
                 fbos = framebuffers.take(len(views))
                 for fbo, b in zip(fbos, views, strict=True):
-                    gl.shader.set_view(
-                        self.camera.view_uniforms(T[b]), lights[b], target.darkening(b), target.alpha_mode
-                    )
                     target.fill(fbo, b)
-                    upload.draw()
+                    draw_view(b)
                 for fbo, b in zip(fbos, views, strict=True):
                     target.read(fbo, b)
         finally:

@@ -16,6 +16,9 @@ GL context is made in the process that renders, and the background listing);
    (``STREAM_APPEARANCE``, :func:`render.appearance.sample_appearance`), so
    every draw depends only on (subject, frame, view), never on order or
    worker count;
+   With ``render.gaze`` other than follow-head, each view also gets a new gaze
+   (``STREAM_GAZE``, :mod:`render.gaze`) and the source's eye rig
+   (:mod:`render.eyes`: eye openings, lids, eyeballs) turned to it;
 3. builds the mesh and the backdrops, draws every view in the renderer's own
    compositing pass (:meth:`~render.gl.FaceRenderer.render_composited`),
    area-resizes to 224 (:func:`render.compose.finish_composited`);
@@ -44,12 +47,14 @@ from nvsynth.core.errors import RenderError
 from nvsynth.core.h5io import encode_rows
 from nvsynth.core.images import image_exists, read_image
 from nvsynth.core.schema import FIELD_BY_NAME
-from nvsynth.core.seeding import STREAM_APPEARANCE, STREAM_POSE, view_rng
+from nvsynth.core.seeding import STREAM_APPEARANCE, STREAM_GAZE, STREAM_POSE, view_rng
+from nvsynth.recon.eyeball import EyeballModel
 from nvsynth.recon.record import ReconRecord
 from nvsynth.render.appearance import appearance_columns, sample_appearance
 from nvsynth.render.egl_devices import EglDevice, GlInfo
+from nvsynth.render.gaze import GazeLabels, GazeSpec
 from nvsynth.render.patterns import Pattern
-from nvsynth.render.views import View, normalize_record, sample_view
+from nvsynth.render.views import NormalizedSource, View, normalize_record, sample_view
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class SourceItem:
 
     subject: str
     source: Source
+    eyeball: EyeballModel | None = None  # the subject's eyeball model, for render.gaze other than follow-head
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class RenderSpec:
         if record.image_root and image_exists(Path(record.image_root), record.source_file):
             return Path(record.image_root)
         return self.image_root
+    gaze: GazeSpec = field(default_factory=GazeSpec)  # render.gaze (follow-head: eyes turn with the head)
 
 
 @dataclass
@@ -143,6 +150,8 @@ class PreparedSource:
     params: list[Any]  # render.appearance.AppearanceParams per view
     backdrops: list[Any]  # render.gl.Backdrop per view
     skips: list[Skip]
+    eyes: Any = None  # render.eye_gl.EyeScene when the views' eyes are redirected
+    gaze: list[GazeLabels] | None = None  # the gaze columns per view (render.gaze other than follow-head)
 
     @property
     def transforms(self) -> NDArray[np.float64]:
@@ -193,11 +202,13 @@ class SourceRenderer:
         """Release the renderer's GL objects (the executor calls this when the slot ends)."""
         self.renderer.release()
 
-    def prepare(self, subject: str, source: Source, lap: Laps | None = None) -> PreparedSource | SourceResult:
+    def prepare(self, subject: str, source: Source, lap: Laps | None = None,
+                eyeball: EyeballModel | None = None) -> PreparedSource | SourceResult:  # fmt: skip
         """Everything of one source up to the GL call: record, image, views, appearance, mesh, backdrops.
 
         Returns a :class:`SourceResult` without rows when the source is skipped
-        (unreadable record or image, or no view within the pose limit).
+        (unreadable record or image, or no view within the pose limit). With
+        ``render.gaze`` other than follow-head, ``eyeball`` is the subject's model.
         """
         from nvsynth.render.compose import backdrops
         from nvsynth.render.mesh import build_render_mesh
@@ -234,28 +245,70 @@ class SourceRenderer:
             views.append(s.view)
             kept.append(v)
             attempts.append(s.attempts)
+        eyes, gaze = None, None
+        if self.spec.gaze.redirects and views:
+            eyes, gaze = self._gaze(subject, record, image, src, eyeball, views, kept, attempts, skips)
         if not views:
             return SourceResult(frame, None, skips, self.gl, lap.seconds)
 
         app_rngs = [view_rng(seed, subject, frame, v, STREAM_APPEARANCE) for v in kept]
         params = [sample_appearance(r, cfg, len(self.backgrounds)) for r in app_rngs]
         lap("sample")
-        textured = build_render_mesh(record, image, self.chart)  # the source's texture atlas and mesh
+        if eyes is None:
+            textured = build_render_mesh(record, image, self.chart)  # the source's texture atlas and mesh
+            texture, mesh = textured.texture, textured.mesh
+        else:  # the same, with eye openings and lids (render/eyes.py)
+            texture, mesh = eyes.rig.texture, eyes.rig.face
         lap("mesh")
         looks = backdrops(params, self.backgrounds, self.renderer.size)
         lap("backdrop")
         return PreparedSource(
             frame=frame,
             source_file=record.source_file,
-            image=textured.texture,
-            mesh=textured.mesh,
+            image=texture,
+            mesh=mesh,
             views=views,
             kept=kept,
             attempts=attempts,
             params=params,
             backdrops=looks,
             skips=skips,
+            eyes=eyes,
+            gaze=gaze,
         )
+
+    def _gaze(self, subject: str, record: ReconRecord, image: NDArray[np.uint8], src: NormalizedSource,
+              eyeball: EyeballModel | None, views: list[View], kept: list[int], attempts: list[int],
+              skips: list[Skip]) -> tuple[Any, list[GazeLabels]]:  # fmt: skip
+        """Redirect the views' eyes (``render.gaze``): new labels in ``views``, skipped views dropped in place.
+
+        A source whose eyes cannot be redirected (no eyeball model or irises, an
+        eye closed) keeps its own eyes: labels follow the head, ``gaze_redirected`` 0.
+        """
+        from nvsynth.render.eye_gl import EyeScene
+        from nvsynth.render.eyes import build_eye_rig, eye_pose
+        from nvsynth.render.gaze import eye_orientations, follow_head_labels, primary_gaze, redirect_view, sample_gaze
+
+        rig = None if eyeball is None else build_eye_rig(record, image, eyeball, self.chart)
+        if rig is None:
+            return None, [follow_head_labels(vw, record.gaze_target) for vw in views]
+        primary = primary_gaze(rig, src)
+        keep, labels, poses = [], [], []
+        for i, (vw, v) in enumerate(zip(views, kept, strict=True)):
+            rng = view_rng(self.spec.seed, subject, record.frame_index, v, STREAM_GAZE)
+            draw = sample_gaze(self.spec.gaze, rng, vw, primary, self.spec.cfg.render.max_attempts)
+            if isinstance(draw, str):
+                skips.append(Skip(subject, record.frame_index, v, record.source_file, draw))
+                continue
+            new, lab = redirect_view(vw, draw)
+            views[i] = new
+            keep.append(i)
+            labels.append(lab)
+            poses.append(eye_pose(rig, eye_orientations(rig, new, lab.target)))
+        views[:] = [views[i] for i in keep]
+        kept[:] = [kept[i] for i in keep]
+        attempts[:] = [attempts[i] for i in keep]
+        return EyeScene(rig, tuple(poses)), labels
 
     def render_prepared(self, prep: PreparedSource) -> NDArray[np.uint8]:
         """The GL call alone: the source's views composited over their backdrops at render size.
@@ -266,15 +319,17 @@ class SourceRenderer:
         if self._full is None or len(self._full) < n:
             self._full = np.empty((n, S, S, 4), dtype=np.uint8)
         return self.renderer.render_composited(
-            prep.image, prep.mesh, prep.transforms, [p.light for p in prep.params], prep.backdrops, out=self._full[:n]
-        )
+            prep.image, prep.mesh, prep.transforms, [p.light for p in prep.params], prep.backdrops, out=self._full[:n],
+            eyes=prep.eyes,
+        )  # fmt: skip
 
-    def render_source(self, subject: str, source: Source) -> SourceResult:
-        """The rows of one source, in view order (:data:`nvsynth.core.schema.FIELDS`)."""
+    def render_source(self, subject: str, source: Source, eyeball: EyeballModel | None = None) -> SourceResult:
+        """The rows of one source, in view order (:data:`nvsynth.core.schema.FIELDS`, and
+        :data:`~nvsynth.core.schema.GAZE_FIELDS` when ``render.gaze`` redirects the eyes)."""
         from nvsynth.render.compose import finish_composited
 
         lap = Laps()
-        prep = self.prepare(subject, source, lap)
+        prep = self.prepare(subject, source, lap, eyeball)
         if isinstance(prep, SourceResult):
             return prep
         # composited in the renderer's pass (background, darkening), then area-resized to 224
@@ -303,6 +358,10 @@ class SourceRenderer:
             "pose_attempts": np.array(prep.attempts, dtype=np.int32),
             **appearance_columns(prep.params),
         }
+        if prep.gaze is not None:
+            columns["eye_rotation"] = np.array([g.eye_rotation for g in prep.gaze], dtype=np.float32)
+            columns["gaze_target_3d"] = np.array([g.target for g in prep.gaze], dtype=np.float32)
+            columns["gaze_redirected"] = np.array([g.redirected for g in prep.gaze], dtype=np.uint8)
         return SourceResult(prep.frame, columns, prep.skips, self.gl, lap.seconds)
 
 
@@ -322,7 +381,7 @@ def start_source_renderer(spec: RenderSpec, backgrounds: Any) -> SourceRenderer:
 
 def render_item(renderer: SourceRenderer, item: SourceItem) -> SourceResult:
     """The work function: one source of one subject."""
-    return renderer.render_source(item.subject, item.source)
+    return renderer.render_source(item.subject, item.source, item.eyeball)
 
 
 __all__ = [

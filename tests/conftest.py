@@ -63,3 +63,40 @@ def renderer():  # -> nvsynth.render.gl.FaceRenderer
     r = FaceRenderer()
     yield r
     r.release()
+
+
+@pytest.fixture(scope="session")
+def sample_recon(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``nvsynth recon`` with the mediapipe backend on the bundled sample: (records root, what it printed)."""
+    import contextlib
+    import io
+
+    from nvsynth.core.config import from_dict
+    from nvsynth.runtime.recon_run import run
+
+    obj = tmp_path_factory.mktemp("sample-recon")
+    assets = shared / "assets"
+    cfg = from_dict(
+        {
+            "data": {"input": str(REPO / "supplementary" / "sample"), "records": str(obj)},
+            "assets": {
+                "face_template": str(assets / "canonical_face_model.obj"),
+                "face_landmark_model": str(assets / "face_landmark.tflite"),
+                "iris_landmark_model": str(assets / "iris_landmark.tflite"),
+            },
+            "recon": {"detector": "mediapipe"},
+        }
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run(cfg, subjects="p00")
+    return obj, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def sample_records(sample_recon: tuple[Path, str]) -> list:  # -> list[ReconRecord]
+    """The sample's six mediapipe records, in frame order."""
+    from nvsynth.recon.record import ReconRecord
+
+    paths = sorted((sample_recon[0] / "p00").rglob("*.npz"))
+    return [ReconRecord.load(p) for p in paths]

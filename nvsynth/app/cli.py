@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["xgaze-train", "eyediap-cs", "eyediap-ft", "gaussian", "file", "source"],
         help="head-pose pattern (default: render.pattern)",
     )
+    p.add_argument(
+        "--gaze",
+        choices=["follow-head", "gaussian", "file"],
+        help="gaze of the views: eyes turn with the head, or redirected eyeballs (default: render.gaze)",
+    )
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default: render.seed)")
     p.add_argument(
         "--normalization",
@@ -118,12 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="K", help="at most K source frames per subject")
     p.add_argument("--resume", action="store_true", help="finish interrupted subjects, skip finished ones")
 
-    p = sub.add_parser("targets", help="make a head-pose pattern file from ETH-XGaze-style h5 files")
+    p = sub.add_parser("targets", help="make a head-pose (or gaze) pattern file from ETH-XGaze-style h5 files")
     p.add_argument(
         "--from-h5", nargs="+", type=Path, required=True, metavar="FILE", help="h5 files with face_head_pose"
     )
     p.add_argument(
         "-o", "--output", type=Path, required=True, metavar="POSES.npy", help="output (N, 2) pitch/yaw, radians"
+    )
+    p.add_argument(
+        "--gaze", action="store_true", help="collect face_gaze instead (for render.gaze: file, render.gaze_file)"
     )
 
     p = sub.add_parser("inspect", help="summarize, validate and plot rendered h5 files")
@@ -166,6 +174,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "render.workers": args.workers,
                 "render.normalization": args.normalization,
                 "render.device": args.device,
+                "render.gaze": args.gaze,
             },
         )
         from nvsynth.runtime.render_run import run as run_render
@@ -174,7 +183,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "targets":
         from nvsynth.app.targets import targets_from_h5
 
-        return targets_from_h5(args.from_h5, args.output)
+        return targets_from_h5(args.from_h5, args.output, dataset="face_gaze" if args.gaze else "face_head_pose")
     if args.command == "inspect":
         from nvsynth.app.inspect import run as run_inspect
 

@@ -114,7 +114,7 @@ def _per_row(f: h5py.File) -> dict[str, h5py.Dataset]:
 
 def validate(f: h5py.File) -> list[str]:
     """Every problem of an open file, one line each (empty when it is sound)."""
-    problems = h5io.validate_schema(f, schema.REQUIRED_FIELDS, optional=schema.FIELDS)
+    problems = h5io.validate_schema(f, schema.REQUIRED_FIELDS, optional=schema.ALL_FIELDS)
     data = _per_row(f)
     if data and max(ds.shape[0] for ds in data.values()) == 0:
         problems.append("no rows")

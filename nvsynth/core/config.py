@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator
 
 from nvsynth.core.errors import ConfigError, io_guard
 
@@ -117,6 +117,19 @@ class RenderConfig(_Section):
     # or eth-xgaze (focal 960 at 224 px, 600 mm); patches are stored at 224 either way
     normalization: Literal["mpii-nv", "eth-xgaze"] = "mpii-nv"
     light: LightConfig = LightConfig()
+    # gaze of the views: follow-head (eyes turn with the head, MPII-NV), or redirected eyeballs (render.gaze)
+    gaze: Literal["follow-head", "gaussian", "file"] = "follow-head"
+    gaze_sigma_deg: float = Field(15.0, gt=0.0)  # 'gaussian': sigma of the eye-in-head pitch and yaw
+    gaze_file: Path | None = None  # 'file': .npy/.txt of normalized-camera gaze (pitch, yaw) radians
+    gaze_max_deg: float = Field(35.0, gt=0.0, le=60.0)  # bound of the eye-in-head rotation (resampled beyond)
+    gaze_distance_mm: tuple[float, float] = (300.0, 1000.0)  # face centre -> gaze target, drawn uniformly
+
+    @field_validator("gaze_distance_mm")
+    @classmethod
+    def _distance_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1]:
+            raise ValueError("must be [near, far] with 0 < near <= far (mm)")
+        return v
 
 
 class Config(_Section):
@@ -144,6 +157,7 @@ _PATH_FIELDS = (
     ("assets", "iris_landmark_model"),
     ("assets", "cache_dir"),
     ("render", "pattern_file"),
+    ("render", "gaze_file"),
 )
 
 

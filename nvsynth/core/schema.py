@@ -14,6 +14,9 @@ writer (:class:`nvsynth.core.h5io.H5Writer`) creates the datasets from these
 * :data:`POSE_FIELDS`, :data:`APPEARANCE_FIELDS` -- the render parameters of
   each row (sampled pose, appearance, relighting). Every nvsynth file has
   them; a reader checks their dtype and shape where present.
+* :data:`GAZE_FIELDS` -- the eye-in-head rotation, gaze target and whether the
+  eyes were redirected; only in files rendered with ``render.gaze`` other than
+  ``follow-head`` (:func:`output_fields`).
 * :data:`FILE_ATTRS` -- file attributes; :data:`DATASET_ATTRS` -- attributes
   of single datasets.
 """
@@ -84,12 +87,27 @@ APPEARANCE_FIELDS: tuple[Field, ...] = (
     Field("relit", (), "uint8", "1 if the view was relit"),
 )
 
-#: Every dataset of a rendered file, in the order the writer creates them.
+#: The gaze of each row when render.gaze redirects the eyes (not written with render.gaze: follow-head).
+GAZE_FIELDS: tuple[Field, ...] = (
+    Field("eye_rotation", (2,), "float32", "eye-in-head rotation of the visual axis (pitch, yaw), radians: hR^T g"),
+    Field("gaze_target_3d", (3,), "float32", "3D gaze target both eyes verge on, normalized camera, mm"),
+    Field("gaze_redirected", (), "uint8", "1 if the eyes were redirected, 0 if the source's own eyes were kept"),
+)
+
+#: Every dataset of a rendered file, in the order the writer creates them (render.gaze: follow-head).
 FIELDS: tuple[Field, ...] = (*CORE_FIELDS, *POSE_FIELDS, *APPEARANCE_FIELDS)
+#: Every dataset a rendered file may hold (FIELDS, then GAZE_FIELDS when the eyes are redirected).
+ALL_FIELDS: tuple[Field, ...] = (*FIELDS, *GAZE_FIELDS)
 #: Datasets a file must have to be read at all (the ETH-XGaze layout).
 REQUIRED_FIELDS: tuple[Field, ...] = CORE_FIELDS
 CORE_NAMES: tuple[str, ...] = tuple(f.name for f in CORE_FIELDS)
-FIELD_BY_NAME: Mapping[str, Field] = MappingProxyType({f.name: f for f in FIELDS})
+FIELD_BY_NAME: Mapping[str, Field] = MappingProxyType({f.name: f for f in ALL_FIELDS})
+
+
+def output_fields(redirected_gaze: bool) -> tuple[Field, ...]:
+    """The datasets of a rendered file: :data:`FIELDS`, plus :data:`GAZE_FIELDS` when the eyes are redirected."""
+    return ALL_FIELDS if redirected_gaze else FIELDS
+
 
 #: The appearance variants, in the order of their ``variant`` codes (Gaze-NV-Rendering's six).
 VARIANT_NAMES: tuple[str, ...] = ("black", "black-dark", "color", "color-dark", "image", "image-dark")
@@ -165,6 +183,7 @@ def attr_problem(attr: Attr, value: Any) -> str | None:
 
 
 __all__ = [
+    "ALL_FIELDS",
     "APPEARANCE_FIELDS",
     "CORE_FIELDS",
     "CORE_NAMES",
@@ -172,6 +191,7 @@ __all__ = [
     "DATASET_ATTR_SPECS",
     "FIELDS",
     "FILE_ATTRS",
+    "GAZE_FIELDS",
     "NORM_ATTRS",
     "POSE_FIELDS",
     "PROGRESS_ATTR",
@@ -183,4 +203,5 @@ __all__ = [
     "Field",
     "attr_problem",
     "dataset_attrs_of",
+    "output_fields",
 ]

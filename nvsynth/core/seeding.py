@@ -10,9 +10,10 @@ import zlib
 
 import numpy as np
 
-#: Streams, so that pose sampling and appearance never share draws.
+#: Streams, so that pose sampling, appearance and gaze never share draws.
 STREAM_POSE = 0
 STREAM_APPEARANCE = 1
+STREAM_GAZE = 2  # render.gaze other than follow-head (added last: the other streams' draws do not change)
 
 
 def subject_key(subject: str) -> int:

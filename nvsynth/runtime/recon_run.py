@@ -40,6 +40,7 @@ from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError, WorkerError, io_guard
 from nvsynth.datasets.base import DUPLICATE_REASON, Dataset, select_subjects
 from nvsynth.datasets.registry import open_dataset
+from nvsynth.recon.eyeball import fit_subject
 from nvsynth.recon.record import record_path
 from nvsynth.recon.stage import (
     FrameOutcome,
@@ -170,6 +171,12 @@ def _recon_subject(
             raise Stopped(stop.signum) from None
         raise
     write_recon_manifest(obj / subject / RECON_MANIFEST, outcomes)
+    # the subject's eyeball model (kappa, centre offset) over all its frames, with its residual
+    ok = {o.frame_index for o in outcomes if o.status in ("ok", "cached")}
+    done = [record_path(obj, subject, s.record_name) for s in samples if not s.skip_reason and s.frame_index in ok]
+    model = fit_subject(done, obj / subject)
+    if model is not None:
+        print(model.report(subject))
     return outcomes
 
 

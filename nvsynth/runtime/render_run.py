@@ -56,7 +56,10 @@ import h5py
 
 from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError, WorkerError, io_guard
+from nvsynth.core.schema import output_fields
+from nvsynth.recon.eyeball import EyeballModel, eyeball_path
 from nvsynth.render.egl_devices import select_device
+from nvsynth.render.gaze import load_gaze_spec
 from nvsynth.render.patterns import load_pattern
 from nvsynth.render.stage import RenderSpec, SourceItem, SourceResult, render_item, start_source_renderer
 from nvsynth.runtime import failpoints
@@ -116,8 +119,9 @@ def _run_locked(
         print(checked.summary(), file=sys.stderr)
     device = select_device(cfg.render.device)  # one line naming the devices when there is none to match
     log.device, log.workers = device.describe(), workers
+    gaze = load_gaze_spec(cfg)  # a gaze file is read once per run
     spec = RenderSpec(
-        cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=input_root(cfg), device=device
+        cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=input_root(cfg), device=device, gaze=gaze
     )
     # several workers already use every core: one llvmpipe thread each avoids oversubscription (a user setting wins)
     env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "1")}
@@ -132,7 +136,8 @@ def _run_locked(
         with Interrupt() as stop:
             try:
                 for plan in plans:
-                    _render_subject(log, plan, resume, executor, stop)
+                    eyeball = subject_eyeball(obj_root, plan.subject, cfg) if gaze.redirects else None
+                    _render_subject(log, plan, resume, executor, stop, eyeball)
                     log.save()
                 log.status = "finished"
                 log.save()
@@ -219,11 +224,30 @@ class _UnitBuffer:
         self._pool.shutdown(wait=True)
 
 
-def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: Executor, stop: Interrupt) -> None:
+def subject_eyeball(obj_root: Path, subject: str, cfg: Config) -> EyeballModel:
+    """The subject's eyeball model (``nvsynth recon`` with the mediapipe backend writes it); one line if missing."""
+    path = eyeball_path(obj_root / subject)
+    if not path.is_file():
+        raise ConfigError(
+            f"render.gaze '{cfg.render.gaze}' needs the eyeball model of {subject} ({path}): "
+            "run `nvsynth recon` with recon.detector: mediapipe"
+        )
+    return EyeballModel.load(path)
+
+
+def _render_subject(
+    log: RenderLog,
+    plan: SubjectPlan,
+    resume: bool,
+    executor: Executor,
+    stop: Interrupt,
+    eyeball: EyeballModel | None = None,
+) -> None:
     cfg = log.cfg
     subject = plan.subject
     final = log.outdir / f"{subject}.h5"
-    store = UnitStore(parts_path(final), subject, run_hash(cfg))
+    fields = output_fields(cfg.render.gaze != "follow-head")
+    store = UnitStore(parts_path(final), subject, run_hash(cfg), fields)
     report = SubjectReport(status="written", file=final.name, sources=len(plan.sources))
     log.reports[subject] = report
     if final.exists():  # only reachable with --resume
@@ -235,7 +259,7 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
     kept, notes = store.committed(frames) if resume else ([], [])
     for note in notes:
         print(f"nvsynth render: {subject}: {note}", file=sys.stderr)
-    out = SubjectFile(final, file_attrs(cfg, subject), plan.unreadable)
+    out = SubjectFile(final, file_attrs(cfg, subject), plan.unreadable, fields)
     units = _UnitBuffer(store, 0, cfg.render.unit_rows, report)
     try:
         # the subject's file is rebuilt from the committed units, never read back from a partial file
@@ -265,7 +289,7 @@ def _render_subject(log: RenderLog, plan: SubjectPlan, resume: bool, executor: E
         units.number = len(kept)
         views = cfg.render.views
         bar = progress_bar(len(plan.sources) * views, desc=subject, unit="img", initial=done * views)
-        results = executor.map(render_item, (SourceItem(subject, s) for s in todo))
+        results = executor.map(render_item, (SourceItem(subject, s, eyeball) for s in todo))
         with bar, contextlib.closing(results):
             t_wait = time.perf_counter()
             for result in results:

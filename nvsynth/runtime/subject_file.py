@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nvsynth.core.errors import io_guard
 from nvsynth.core.h5io import H5Writer, concat_rows
-from nvsynth.core.schema import FIELDS, PROGRESS_ATTR, SKIPS_ATTR
+from nvsynth.core.schema import FIELDS, PROGRESS_ATTR, SKIPS_ATTR, Field
 from nvsynth.render.stage import Skip
 from nvsynth.runtime import failpoints
 
@@ -36,10 +36,13 @@ NO_SPACE_HINT = "free some space (or raise the limit), then run the same command
 class SubjectFile:
     """Writes ``final`` (via ``final.partial``) from sources added in frame order."""
 
-    def __init__(self, final: Path, attrs: Mapping[str, Any], skips: Iterable[Skip] = ()) -> None:
+    def __init__(
+        self, final: Path, attrs: Mapping[str, Any], skips: Iterable[Skip] = (), fields: Sequence[Field] = FIELDS
+    ) -> None:
         self.final = Path(final)
+        self.fields = tuple(fields)  # the schema's datasets of this file (schema.output_fields)
         with io_guard(self.final.with_name(self.final.name + ".partial"), "create the output file", NO_SPACE_HINT):
-            self._writer = H5Writer(self.final, FIELDS, attrs=attrs)
+            self._writer = H5Writer(self.final, self.fields, attrs=attrs)
         self.skips: dict[tuple[int, int, str], Skip] = {s.key: s for s in skips}
         self._pending: list[tuple[int, dict[str, Any] | None]] = []
         self._pending_rows = 0
@@ -63,7 +66,7 @@ class SubjectFile:
         with io_guard(self._writer.partial, "write the output file", NO_SPACE_HINT):
             skipped = json.dumps([s.as_json() for s in self.skips.values()])
             self._writer.set_attrs({PROGRESS_ATTR: int(self._pending[-1][0]), SKIPS_ATTR: skipped})
-            self._writer.append(concat_rows(FIELDS, [c for _, c in self._pending if c is not None]))
+            self._writer.append(concat_rows(self.fields, [c for _, c in self._pending if c is not None]))
         self._pending.clear()
         self._pending_rows = 0
 
