@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nvsynth.app import inspect
+from nvsynth.app import inspect, inspect_plots
 from nvsynth.core import geometry, h5io, schema
 from nvsynth.core.errors import ConfigError, OutputError
 
@@ -134,31 +134,31 @@ def _err_lines(capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str]]:
 def test_gaze_arrow_is_the_issue_formula() -> None:
     L = 50.0
     for p, y in ((0.3, 0.0), (0.0, 0.5), (-0.4, -0.7), (0.2, 1.1)):
-        dx, dy = inspect.gaze_arrow([p, y], L)
+        dx, dy = inspect_plots.gaze_arrow([p, y], L)
         np.testing.assert_allclose([dx, dy], [-L * np.sin(y) * np.cos(p), -L * np.sin(p)], atol=1e-12)
-    assert inspect.gaze_arrow([0.3, 0.0])[1] < 0  # positive pitch: arrow up
-    assert inspect.gaze_arrow([0.0, 0.3])[0] < 0  # positive yaw: arrow to image-left
+    assert inspect_plots.gaze_arrow([0.3, 0.0])[1] < 0  # positive pitch: arrow up
+    assert inspect_plots.gaze_arrow([0.0, 0.3])[0] < 0  # positive yaw: arrow to image-left
 
 
 def test_arrow_points_where_the_perspective_image_moves() -> None:
     """From the face centre (on the optical axis), the projected gaze moves the way the arrow points."""
     K = geometry.normalized_camera_matrix(224)
     center_px = geometry.project(C, K)
-    np.testing.assert_allclose(center_px, [inspect.CENTER, inspect.CENTER])
+    np.testing.assert_allclose(center_px, [inspect_plots.CENTER, inspect_plots.CENTER])
     for p, y in ((0.3, 0.2), (-0.5, 0.9), (0.1, -1.0)):
         g = geometry.vector_from_pitchyaw([p, y])
         moved = geometry.project(C + 1e-3 * g, K) - center_px
-        arrow = inspect.gaze_arrow([p, y])
+        arrow = inspect_plots.gaze_arrow([p, y])
         cos = moved @ arrow / np.linalg.norm(moved) / np.linalg.norm(arrow)
         assert cos > 1 - 1e-9
 
 
 def test_head_axes() -> None:
-    x, y, facing = inspect.head_axes([0.0, 0.0], 10.0)
+    x, y, facing = inspect_plots.head_axes([0.0, 0.0], 10.0)
     np.testing.assert_allclose([x, y, facing], [[10, 0], [0, 10], [0, 0]], atol=1e-12)
     # the facing axis of a head uses the gaze convention: same labels, same direction
     for py in ([0.3, 0.0], [0.0, 0.5], [-0.2, -0.6]):
-        np.testing.assert_allclose(inspect.head_axes(py, 10.0)[2], inspect.gaze_arrow(py, 10.0), atol=1e-12)
+        np.testing.assert_allclose(inspect_plots.head_axes(py, 10.0)[2], inspect_plots.gaze_arrow(py, 10.0), atol=1e-12)
 
 
 # --- a good file ----------------------------------------------------------------------------------

@@ -21,12 +21,11 @@ from nvsynth.recon.eyeball import (
     EyeballModel,
     eye_aspect_ratio,
     eye_centres,
-    fit_eyeball,
     listing_rotation,
-    listing_rotations,
     orientation_towards,
     source_eyes,
 )
+from nvsynth.recon.eyeball_fit import fit_eyeball, listing_rotations
 from nvsynth.recon.record import ReconRecord
 from tests.eye_scenes import closed_contour
 

@@ -40,7 +40,7 @@ from nvsynth.core.config import Config
 from nvsynth.core.errors import ConfigError, WorkerError, io_guard
 from nvsynth.datasets.base import DUPLICATE_REASON, Dataset, select_subjects
 from nvsynth.datasets.registry import open_dataset
-from nvsynth.recon.eyeball import fit_subject
+from nvsynth.recon.eyeball_fit import fit_subject
 from nvsynth.recon.record import record_path
 from nvsynth.recon.stage import (
     FrameOutcome,
