@@ -138,17 +138,6 @@ def _gutter(inside: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.in
     return gutter, lookup[labels.reshape(-1)[gutter]]
 
 
-def _gutter(inside: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """The texels off the chart within GUTTER_TEXELS of it, and the nearest texel on the chart to each."""
-    dist, labels = cv2.distanceTransformWithLabels(
-        (~inside).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE, labelType=cv2.DIST_LABEL_PIXEL
-    )
-    lookup = np.zeros(int(labels.max()) + 1, dtype=np.int64)
-    lookup[labels[inside]] = np.flatnonzero(inside)
-    gutter = np.flatnonzero(~inside & (dist <= GUTTER_TEXELS))
-    return gutter, lookup[labels.reshape(-1)[gutter]]
-
-
 def _half_map(xy: NDArray[np.float32], inside: NDArray[np.bool_]) -> NDArray[np.float32]:
     """A position map on the half-resolution grid (texel (i, j) covers full texels 2i..2i+1, 2j..2j+1).
 
