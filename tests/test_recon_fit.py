@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from labelled_faces import FACES
 
 from nvsynth.core import ibug68
 from nvsynth.core.geometry import head_rotation_from_pitchyaw, rot_y
@@ -17,7 +18,6 @@ from nvsynth.recon.stage import fit_image
 from nvsynth.recon.template import TEMPLATE_DEPTH_RATIO, load_landmark_map, load_template
 
 REPO = Path(__file__).resolve().parents[1]
-FACES = {"breakingbad": "breakingbad.jpg", "einstein": "einstein.jpg", "takeo": "takeo.ppm"}
 #: A webcam-like calibrated camera with lens distortion (as MPIIFaceGaze's).
 CAMERA = Camera(
     np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]]), np.array([-0.1, 0.08, 0, 0, 0])

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from labelled_faces import FACES, load_face
 
 from nvsynth.core import ibug68
 from nvsynth.core.errors import AssetError, DatasetError, ReconError
@@ -24,7 +25,6 @@ from nvsynth.recon.landmarks import (
     trimmed_consensus,
 )
 
-FACES = {"breakingbad": "breakingbad.jpg", "einstein": "einstein.jpg", "takeo": "takeo.ppm"}
 #: Acceptance (issue 3): detector error per face.
 DETECTOR_LIMIT = {"breakingbad": 0.06, "einstein": 0.12, "takeo": 0.06}
 
@@ -33,11 +33,6 @@ DETECTOR_LIMIT = {"breakingbad": 0.06, "einstein": 0.12, "takeo": 0.06}
 def landmarker() -> DlibLandmarker:
     return DlibLandmarker()
 
-
-def load_face(shared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    img = cv2.imread(str(shared / "faces" / FACES[name]), cv2.IMREAD_COLOR)
-    assert img is not None
-    return img, read_pts(shared / "faces" / f"{name}.pts")
 
 
 def iou(a: Box, b: Box) -> float:

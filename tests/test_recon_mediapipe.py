@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from labelled_faces import FACES, load_face
 
 from nvsynth.app.cli import main
 from nvsynth.core import ibug68
@@ -21,14 +22,13 @@ from nvsynth.core.errors import AssetError, NvsynthError
 from nvsynth.datasets.mpii import open_subject
 from nvsynth.recon.eyes import EYE_CORNER_VERTICES, EYELID_VERTICES, eye_plane, iris_3d
 from nvsynth.recon.fit import FitModel, fit_landmarks
-from nvsynth.recon.landmarks import DlibLandmarker, NoFaceError, make_landmarker, normalized_error, read_pts
+from nvsynth.recon.landmarks import DlibLandmarker, NoFaceError, make_landmarker, normalized_error
 from nvsynth.recon.mediapipe import MediaPipeLandmarker, Roi, dense_record_fields
 from nvsynth.recon.record import DENSE_FIELDS, OPTIONAL_FIELDS, ReconRecord
 from nvsynth.recon.template import load_landmark_map, load_template
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "supplementary" / "sample"
-FACES = {"breakingbad": "breakingbad.jpg", "einstein": "einstein.jpg", "takeo": "takeo.ppm"}
 #: Error of the 68 points picked from the 468 (landmark map of supplementary/face_model), six-point crop.
 #: Measured 0.119, 0.106, 0.064 (dlib: 0.046, 0.064, 0.034): the mesh vertices are not iBUG's points,
 #: above all on the jaw, whose iBUG points follow the visible contour.
@@ -51,11 +51,6 @@ def dense(models: tuple[Path, Path]) -> MediaPipeLandmarker:
 def dlib_lm() -> DlibLandmarker:
     return DlibLandmarker()
 
-
-def load_face(shared: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    img = cv2.imread(str(shared / "faces" / FACES[name]), cv2.IMREAD_COLOR)
-    assert img is not None
-    return img, read_pts(shared / "faces" / f"{name}.pts")
 
 
 def eye_width(points: np.ndarray, eye: int) -> float:
