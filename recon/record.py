@@ -16,8 +16,9 @@ transformed points) and ``gaze_target``, whatever the dataset gave:
 * MPIIFaceGaze: the annotated pose and 3D target, as they are;
 * a head rotation hR and face centre c (ETH-XGaze-layout labels): the pose
   (hR, c - hR . mean(model)) (:meth:`nvsynth.core.geometry.HeadPose.from_face_center`);
-* no head pose (folder without head columns): the pose of the fitted six
-  points (:func:`nvsynth.core.geometry.head_pose_from_points`), ``head_origin`` "fit";
+* no head pose (folder without head columns): MPIIFaceGaze's annotation procedure on the
+  detected landmarks' six points (:func:`nvsynth.recon.stage.landmark_head_pose`),
+  ``head_origin`` "landmarks";
 * a gaze direction instead of a target: the point ``GAZE_TARGET_DISTANCE`` (1 m)
   from the face centre along it (the labels depend on the direction only).
 
@@ -84,7 +85,7 @@ class ReconRecord:
     iris_3d: NDArray[np.float32] | None = None  # (2, 3) iris centres on the fitted eyelid planes, camera mm
     # -- where the source image is, and where the labels' head pose came from (None in older records) ----------
     image_root: str | None = None  # absolute folder ``source_file`` is relative to
-    head_origin: str | None = None  # "dataset" (annotation or label) or "fit" (the fitted six points)
+    head_origin: str | None = None  # "dataset" (annotation or label) or "landmarks" (PnP of the detected six points)
 
     def save(self, path: Path) -> Path:
         """Write atomically (:func:`nvsynth.core.atomic.atomic_path`)."""

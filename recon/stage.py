@@ -9,7 +9,8 @@ the fit in the frame's calibrated camera (:mod:`recon.fit`), visibility
 (:mod:`recon.visibility`), then a :class:`~recon.record.ReconRecord` saved
 (atomically) at the item's output path and, with ``export_obj``, a textured
 OBJ beside it. The record's labels come from the sample's head pose and gaze
-(:func:`record_labels`; the head pose from the fit where the dataset has none).
+(:func:`record_labels`; where the dataset has no head pose, the one its landmarks give by
+MPIIGaze's procedure, which also places the fit).
 
 A :class:`FrameProcessor` holds what one worker slot needs (the landmark
 backend and the fit model, built inside the worker); :func:`process_frame`
@@ -107,16 +108,23 @@ def fit_image(
     landmarks_6: NDArray[np.float64] | None = None,
     annotation: HeadPose | None = None,
     gate: FaceGate | None = None,
+    *,
+    head_from_landmarks: bool = False,
 ) -> tuple[Landmarks, FitResult]:
     """Landmarks of the face in ``image`` and the template fitted to them in ``camera`` (and ``annotation``).
 
     With ``gate`` (``recon.face_gate``), a box without a usable face is rejected
-    (:class:`NoFaceError` with the reason) before the fit.
+    (:class:`NoFaceError` with the reason) before the fit. With
+    ``head_from_landmarks`` and no ``annotation``, the fit is placed by the
+    head pose the landmarks give (:func:`landmark_head_pose`), as it is placed
+    by an annotated one.
     """
     lms = landmarker(image, landmarks_6)
     check_face_contrast(image, lms)
     if gate is not None:
         check_face_quality(gate, image, lms)
+    if annotation is None and head_from_landmarks:
+        annotation = landmark_head_pose(lms, camera)
     ideal = camera.undistort_points(lms.points)
     fit = fit_landmarks(model, ideal, camera.matrix, annotation=annotation)
     io = float(np.linalg.norm(ideal[45] - ideal[36]))
@@ -139,18 +147,30 @@ def box_points(sample: Sample) -> tuple[NDArray[np.float64] | None, str]:
     return None, ""
 
 
-def record_labels(sample: Sample, fit: FitResult) -> tuple[geometry.HeadPose, NDArray[np.float64], str]:
+def landmark_head_pose(lms: Landmarks, camera: Camera) -> geometry.HeadPose:
+    """The head pose MPIIFaceGaze's annotation procedure gives the detected landmarks.
+
+    PnP of the MPIIGaze six-point model (:func:`nvsynth.core.geometry.estimate_head_pose`) on the
+    landmarks' six points (eye corners, mouth corners; :data:`nvsynth.core.ibug68.MPII_SIX`) in
+    the frame's distorted pixels with the camera's distortion: the same convention as an
+    annotated head pose, so labels made from it are those the dataset would have made.
+    """
+    six = np.asarray(lms.points, dtype=np.float64)[list(MPII_SIX)]
+    return geometry.estimate_head_pose(six, camera.matrix, camera.dist_coeffs)
+
+
+def record_labels(sample: Sample, lms: Landmarks) -> tuple[geometry.HeadPose, NDArray[np.float64], str]:
     """The head pose and 3D gaze target that define the record's labels, and the head pose's origin.
 
-    The dataset's head pose, else the six-point model pose of the fitted six
-    landmarks by MPIIGaze's PnP (:func:`nvsynth.core.geometry.head_pose_from_points`); the dataset's gaze
-    target, else the point along its gaze direction from that pose's face centre
+    The dataset's head pose ("dataset"), else the one the detected landmarks give
+    by MPIIGaze's procedure (:func:`landmark_head_pose`, "landmarks"; the fit is
+    placed by it); the dataset's gaze target, else the point along its gaze
+    direction from that pose's face centre
     (:func:`nvsynth.core.geometry.gaze_target_from_direction`).
     """
     head, origin = sample.head, "dataset"
     if head is None:
-        six = np.asarray(fit.landmarks_3d, dtype=np.float64)[list(MPII_SIX)]
-        head, origin = geometry.head_pose_from_points(six, sample.camera.matrix), "fit"
+        head, origin = landmark_head_pose(lms, sample.camera), "landmarks"
     if sample.gaze_target is not None:
         target = np.asarray(sample.gaze_target, dtype=np.float64)
     else:
@@ -244,10 +264,12 @@ class FrameProcessor:
         six, six_origin = box_points(sample)
         try:
             # the fit is placed by the labels' head pose where the dataset has one (recon/placement.py)
-            lms, fit = fit_image(image, sample.camera, self.landmarker, self.model, six, sample.head, self.gate)
+            lms, fit = fit_image(
+                image, sample.camera, self.landmarker, self.model, six, sample.head, self.gate, head_from_landmarks=True
+            )
             if six_origin == "label":  # the box came from the labels, not from annotated points
                 lms = dataclasses.replace(lms, detector=lms.detector.replace("/annotation", "/label"))
-            head, target, origin = record_labels(sample, fit)
+            head, target, origin = record_labels(sample, lms)
             rec = make_record(
                 fit,
                 lms,

@@ -10,7 +10,7 @@ the six face points, and the head pose comes from PnP on the MPIIGaze 6-point
 model with the distortion coefficients (nvsynth.core.geometry.estimate_head_pose).
 Gaze targets are points on a virtual screen whose pose is in monitorPose.mat.
 
-    python scripts/make_sample.py [--out supplementary/sample]
+    python scripts/make_sample.py [--out supplementary/sample] [--annotate-only]
 """
 
 from __future__ import annotations
@@ -110,13 +110,9 @@ def build(out: Path) -> None:
         rel = f"day01/{i:04d}.jpg"
         cv2.imwrite(str(sdir / rel), frame, [cv2.IMWRITE_JPEG_QUALITY, 88])
         saved = cv2.imread(str(sdir / rel))
-        lm68 = landmarker(saved).points
-        six = lm68[ibug68.MPII_SIX]
-        pose = estimate_head_pose(six, CAMERA, DIST)
         target = screen_to_camera(gaze_px)
-        cols = [rel, *map(str, gaze_px)]
-        cols += [f"{v:.0f}" for v in six.ravel()]
-        cols += [f"{v:.6f}" for v in (*pose.rvec, *pose.translation, *pose.face_center(), *target)]
+        cols = [rel, *map(str, gaze_px), *annotation_columns(landmarker, saved)]
+        cols += [f"{v:.6f}" for v in target]
         cols.append("left" if i % 2 else "right")
         lines.append(" ".join(cols))
     (sdir / f"{SUBJECT}.txt").write_text("\n".join(lines) + "\n")
@@ -144,10 +140,37 @@ def build(out: Path) -> None:
     print(f"wrote {target_dir} ({len(FRAMES)} frames, {total / 1e6:.2f} MB)")
 
 
+def annotation_columns(landmarker: DlibLandmarker, image: np.ndarray) -> list[str]:
+    """The annotation of one saved frame as MPIIFaceGaze's columns: six points (px), rvec, tvec, face centre."""
+    six = landmarker(image).points[ibug68.MPII_SIX]
+    pose = estimate_head_pose(six, CAMERA, DIST)
+    return [f"{v:.0f}" for v in six.ravel()] + [
+        f"{v:.6f}" for v in (*pose.rvec, *pose.translation, *pose.face_center())
+    ]
+
+
+def reannotate(out: Path) -> None:
+    """Annotate the existing frames again (columns 4-24 of the txt), keeping images, gaze and calibration.
+
+    For when the landmark backend or the PnP changes: the frames' bytes stay as they are.
+    """
+    txt = out / SUBJECT / f"{SUBJECT}.txt"
+    landmarker = DlibLandmarker()
+    lines = []
+    for line in txt.read_text().splitlines():
+        cols = line.split()
+        saved = cv2.imread(str(out / SUBJECT / cols[0]))
+        lines.append(" ".join([*cols[:3], *annotation_columns(landmarker, saved), *cols[24:]]))
+    txt.write_text("\n".join(lines) + "\n")
+    print(f"annotated {txt} again ({len(lines)} frames)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "supplementary" / "sample")
-    build(ap.parse_args().out)
+    ap.add_argument("--annotate-only", action="store_true", help="annotate the existing frames again, nothing else")
+    args = ap.parse_args()
+    reannotate(args.out) if args.annotate_only else build(args.out)
 
 
 if __name__ == "__main__":

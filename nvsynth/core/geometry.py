@@ -35,7 +35,7 @@ Sources
 * A head pose given by a rotation and a face centre (datasets without
   six-point model poses) is the MPIIGaze model pose whose six-point mean is
   that centre (:meth:`HeadPose.from_face_center`); without any head pose, the
-  fitted mesh's six points give one by the same PnP (:func:`head_pose_from_points`);
+  detected landmarks' six points give one by the same PnP (:func:`estimate_head_pose`);
   a gaze direction without a
   target becomes the target ``GAZE_TARGET_DISTANCE`` mm from the face centre
   along it (the labels use only the direction).
@@ -260,18 +260,6 @@ def estimate_head_pose(
     # the same Levenberg-Marquardt, run to convergence: solvePnP's default stop left up to ~2e-6 mm
     rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, d, rvec, tvec, PNP_LM_CRITERIA)
     return HeadPose.from_rvec(rvec, tvec)
-
-
-def head_pose_from_points(points_6: ArrayLike, camera_matrix: ArrayLike) -> HeadPose:
-    """The six-point model pose of six 3D points (camera mm, FACE_MODEL_6's order) seen by a camera.
-
-    MPIIGaze's own procedure (:func:`estimate_head_pose`: PnP of the generic
-    model) on the points' ideal projections, so that a head pose taken from a
-    fitted mesh follows the same convention as an annotated one (the generic
-    model's proportions, not the mesh's, decide the rotation and depth).
-    """
-    K = np.asarray(camera_matrix, dtype=np.float64)
-    return estimate_head_pose(project(points_6, K), K, np.zeros(5))
 
 
 def gaze_target_from_direction(face_center: ArrayLike, direction: ArrayLike) -> NDArray[np.float64]:

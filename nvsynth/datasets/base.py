@@ -10,7 +10,8 @@ what the dataset knows about the face and gaze:
 * ``head``: the head pose that defines the labels, as a six-point model pose
   (:class:`~nvsynth.core.geometry.HeadPose`; a dataset that gives a head
   rotation and a face centre uses :meth:`~nvsynth.core.geometry.HeadPose.from_face_center`),
-  or ``None``: the recon stage then takes it from the fitted mesh;
+  or ``None``: the recon stage then takes it from the detected landmarks
+  (MPIIGaze's PnP, :func:`nvsynth.recon.stage.landmark_head_pose`);
 * ``gaze_target`` (3D point, camera mm) or ``gaze_direction`` (camera
   coordinates, from the face centre): exactly one of them.
 
@@ -72,7 +73,7 @@ class Sample:
     record_name: str  # the recon record's path under ``<records>/<subject>/``, without ``.npz``
     camera: Camera
     landmarks_6: NDArray[np.float64] | None = None  # (6, 2) distorted pixels, MPIIGaze order
-    head: HeadPose | None = None  # the labels' head pose (six-point model); None: from the fit
+    head: HeadPose | None = None  # the labels' head pose (six-point model); None: from the landmarks
     gaze_target: NDArray[np.float64] | None = None  # (3,) camera mm
     gaze_direction: NDArray[np.float64] | None = None  # (3,) camera coordinates, from the face centre
     skip_reason: str = ""  # non-empty: the reader knows this frame cannot be used, and why

@@ -19,9 +19,10 @@ Columns of ``labels.csv`` (order free, names exact):
   p6_x, p6_y`` (eye corners right-outer, right-inner, left-inner, left-outer,
   then mouth right, left; distorted pixels), used for the face box.
 
-Without the head-pose columns the head pose comes from the fit
-(:func:`nvsynth.core.geometry.head_pose_from_points` on the fitted six
-points). Camera axes and units as everywhere (:mod:`nvsynth.core.geometry`).
+Without the head-pose columns the head pose comes from recon: MPIIFaceGaze's
+own annotation procedure (PnP of the MPIIGaze six-point model) on the detected
+landmarks' six points (:func:`nvsynth.recon.stage.landmark_head_pose`), and the
+fit is placed by it as by an annotated pose. Camera axes and units as everywhere (:mod:`nvsynth.core.geometry`).
 A row's frame index is its order among its subject's rows. A missing column
 or a value that is not a number is one :class:`~nvsynth.core.errors.DatasetError`
 naming the file and line.
