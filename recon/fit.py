@@ -13,7 +13,7 @@ first); millimetres throughout.
    clearly demand otherwise -- depth is barely observable from one view).
    With the frame's annotation, the landmarks-only pose is compared with it
    and, where configured, the step is repeated with a prior towards the
-   annotation's rotation (off by default: see ``FitWeights.rotation_prior_deg``).
+   annotation's rotation (0.25 deg by default: see ``FitWeights.rotation_prior_deg``).
 3. **Smooth deformation** (:mod:`recon.deform`): displacements D of all
    vertices (in the scaled head frame) by sparse linear least squares:
    landmark rows pull the projection rays of the landmark vertices onto the

@@ -89,7 +89,7 @@ class ReconConfig(_Section):
     subdivide: Int = Field(0, ge=0, le=2)  # Loop-style subdivision steps of the template
     export_obj: Bool = False
     face_gate: Bool = True  # reject frames without a usable face (recon/quality.py)
-    rotation_prior_deg: Float | None = Field(None, gt=0.0)  # fit's rotation prior about the annotation's; null: none
+    rotation_prior_deg: Float | None = Field(0.25, gt=0.0)  # fit's rotation prior about the annotation's; null: none
     max_annotation_deg: Float = Field(30.0, gt=0.0)  # skip a frame whose landmark pose is farther from its annotation
 
 
