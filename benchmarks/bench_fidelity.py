@@ -74,7 +74,7 @@ def report(title: str, scores: list[score.RowScore], specs: list[run.Spec]) -> N
         both = score.summarize(rows)
         print(
             f"  {label:<16} {both.rows:4d} |     {fmt(novel)} |      {fmt(src)} |"
-            f"      {100 * novel.background_share:5.1f}% {100 * src.background_share:4.1f}%"
+            f"      {100 * novel.background_share:5.2f}% {100 * src.background_share:4.2f}%"
             f" |      {both.oracle_median:5.2f} {both.oracle_p90:5.2f} |   {both.mask_iou:5.3f}"
             f" | {both.repro:5.2f} |          {both.depth_scale:5.3f} | {src.mesh_dz_mm:+7.1f} {src.mesh_rms_mm:4.1f}"
         )
@@ -82,7 +82,7 @@ def report(title: str, scores: list[score.RowScore], specs: list[run.Spec]) -> N
         p = score.summarize([s for s in scores if s.pattern == pattern])
         print(
             f"  pattern {pattern:<11}: {p.rows} rows, flow median {p.median:.2f} px, p90 {p.p90:.2f} px, "
-            f"background share {100 * p.background_share:.1f}%"
+            f"background share {100 * p.background_share:.2f}%"
         )
 
 

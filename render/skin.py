@@ -10,7 +10,8 @@ decides, per frame, by nearest neighbour in CIE Lab:
 
 * *face* samples: the source's usable texels inside the region of the
   interior landmarks (brows, eyes, nose, mouth: dlib places those well),
-  shrunk by ``FACE_INSET_MM``;
+  shrunk by ``FACE_INSET_MM``, less those of a background sample's colour
+  (``SAME_COLOUR_LAB``: the scene, where dlib put even an interior point off the face);
 * *background* samples: the frame's pixels in a ring ``RING_PX`` outside the
   projected mesh (the scene beside the face: the fit errors are smaller than
   the ring's inner radius almost everywhere, and a ring that still touches
@@ -38,9 +39,14 @@ from nvsynth.render.regions import head_frame, signed_distance
 #: The interior landmarks whose convex hull (head frame) is the part of the face never tested.
 INTERIOR = ibug68.INTERIOR
 #: Face samples: usable texels at least this far (mm) inside that hull (keeps a misplaced far brow out).
-FACE_INSET_MM = 5.0
+#: Fidelity benchmark (novel-view background share / flow p90): 5 mm 0.51% / 3.62 px, 8 mm 0.40% / 3.71,
+#: 12 mm 0.2% / 3.77; deeper insets judge more of the face's own rim as scene (a beige wall costs skin detail).
+FACE_INSET_MM = 8.0
 #: Background samples: frame pixels between these distances (px) outside the projected mesh.
 RING_PX = (10.0, 40.0)
+#: Face samples within this CIE Lab distance of a background sample are dropped: the scene seen where the
+#: interior landmarks themselves lie off the face (a misplaced far brow; ~2x JPEG noise of a flat colour).
+SAME_COLOUR_LAB = 4.0
 #: Samples per class (evenly strided: deterministic); the test costs ~10 ms per source.
 MAX_SAMPLES = 3000
 #: A texel is background when its nearest background sample is closer than this times its nearest face sample.
@@ -91,10 +97,13 @@ def background_texels(
     test = usable & (interior < FACE_INSET_MM)
     if not face.any() or not test.any() or len(ring) == 0:
         return out
-    face_lab = _strided(_lab(colour[face]), MAX_SAMPLES)
-    bg_lab = _strided(_lab(ring), MAX_SAMPLES)
+    bg_tree = cKDTree(_strided(_lab(ring), MAX_SAMPLES))
+    face_lab = _lab(colour[face])
+    face_lab = _strided(face_lab[bg_tree.query(face_lab, k=1)[0] >= SAME_COLOUR_LAB], MAX_SAMPLES)
+    if len(face_lab) == 0:
+        return out
     lab = _lab(colour[test])
     d_face, _ = cKDTree(face_lab).query(lab, k=1)
-    d_bg, _ = cKDTree(bg_lab).query(lab, k=1)
+    d_bg, _ = bg_tree.query(lab, k=1)
     out[test] = d_bg < BACKGROUND_MARGIN * d_face
     return out

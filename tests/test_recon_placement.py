@@ -37,12 +37,13 @@ POSES = [
 
 @pytest.fixture(scope="module")
 def model(template_path: Path) -> FitModel:
-    return FitModel(load_template(template_path), load_landmark_map(None))
+    """The fit without a rotation prior: placed in depth only."""
+    return FitModel(load_template(template_path), load_landmark_map(None), FitWeights(rotation_prior_deg=None))
 
 
 @pytest.fixture(scope="module")
 def prior_model(model: FitModel) -> FitModel:
-    """The fit with a rotation prior towards the annotation (recon.rotation_prior_deg: 0.25; off by default)."""
+    """The fit with a rotation prior towards the annotation (recon.rotation_prior_deg: 0.25, the default)."""
     return FitModel(model.template, model.landmark_map, FitWeights(rotation_prior_deg=0.25))
 
 
@@ -128,7 +129,7 @@ def test_synthetic_head_matches_its_annotation(model: FitModel, prior_model: Fit
     for angles, t in POSES:
         head = known_head(model, angles, t)
         free = fit_landmarks(model, head.landmarks, K)
-        placed = fit_landmarks(model, head.landmarks, K, annotation=head.annotation)  # default: depth only
+        placed = fit_landmarks(model, head.landmarks, K, annotation=head.annotation)  # no prior: depth only
         assert placed.annotation_rotation_deg == placed.landmark_rotation_deg
         np.testing.assert_allclose(project(placed.vertices, K), project(free.vertices, K), atol=1e-6)
         fit = fit_landmarks(prior_model, head.landmarks, K, annotation=head.annotation)

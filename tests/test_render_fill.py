@@ -26,7 +26,8 @@ from nvsynth.recon.visibility import visible_vertices
 from nvsynth.render.atlas import build_atlas, project_distorted, push_pull, unwrap
 from nvsynth.render.gl import FaceRenderer
 from nvsynth.render.mesh import RenderMesh, build_render_mesh
-from nvsynth.render.regions import eye_distances
+from nvsynth.render.regions import eye_distances, face_region_distance
+from nvsynth.render.skin import interior_distance
 from nvsynth.render.uvlayout import TemplateChart
 
 K = np.array([[1000.0, 0.0, 640.0], [0.0, 1000.0, 360.0], [0.0, 0.0, 1.0]])
@@ -298,3 +299,35 @@ def test_push_pull_keeps_what_is_known_and_fills_within_its_range() -> None:
     known = values[weights > 0]
     assert np.all(out >= known.min(axis=0) - 1e-3) and np.all(out <= known.max(axis=0) + 1e-3)
     assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize(("yaw", "pitch"), [(35.0, 0.0), (-25.0, 15.0)])
+def test_own_texels_showing_the_scene_beside_a_too_wide_fit_are_completed(
+    template: FaceTemplate, chart: TemplateChart, landmark_map: np.ndarray, yaw: float, pitch: float
+) -> None:
+    """The fitted mesh is wider than the face: a 15 px band inside its projected outline shows the (green) scene.
+
+    Judged in the face region outside the interior landmarks (jaw and cheeks): there the fit misses the face.
+    """
+    rec = record_at(template, landmark_map, yaw, pitch)
+    layout = chart.layout(len(rec.vertices))
+    face = painted_frame(rec, smooth_colour((720, 1280)))
+    outline = np.zeros((720, 1280), dtype=np.uint8)
+    for t in np.round(np.asarray(rec.uv, np.float64)[np.asarray(rec.faces)] * 16).astype(np.int32):
+        cv2.fillConvexPoly(outline, t, 1, cv2.LINE_8, 4)
+    band = (outline > 0) & (cv2.distanceTransform(outline, cv2.DIST_L2, 5) < 15.0)
+    frame = face.copy()
+    frame[band] = GREEN
+    atlas = build_atlas(rec, frame, layout)
+    plain = build_atlas(rec, face, layout)
+    # The face region outside the interior landmarks' hull (the part the colour test judges).
+    dist = np.stack([face_region_distance(rec), -interior_distance(rec)], axis=1)
+    region = (cv2.resize(layout.half.interpolate(dist), (layout.size, layout.size)) > 0).all(axis=2) & layout.inside
+    own_green = greenish(unwrap(rec, frame, layout).colour) & region
+    assert own_green.sum() > 1000
+    # Those texels are not the source's own any more, and the completed face shows no green ...
+    assert np.mean(atlas.own[own_green] < 0.05) > 0.95
+    assert np.mean(greenish(atlas.texture)[region]) < 0.005  # the fidelity issue's bound on background texels
+    # ... while the face's own texels away from the band stay its own (the colour test keeps them).
+    away = region & ~cv2.dilate(own_green.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    assert np.mean(atlas.own[away] > 0.99) > 0.95 * np.mean(plain.own[away] > 0.99)
