@@ -195,10 +195,11 @@ class RayExecutor(_Closing):
             if isinstance(cause, BaseException):
                 raise cause from None
             raise
-        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError):
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as err:
+            said = " ".join(str(err).split())[:200]  # Ray's own reason, e.g. an error in the actor's creation
             raise WorkerError(
                 f"a Ray actor ended abruptly more than {self._restarts} time(s) (killed, e.g. by the out-of-memory "
-                "killer, crashed, or its node was lost)"
+                f"killer, crashed, or its node was lost; Ray: {said})"
             ) from None
         finally:
             for ref in pending:  # the caller stopped early: drop what has not started
