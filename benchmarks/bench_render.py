@@ -8,7 +8,8 @@ Variants (one line each): ``default``, the shipped configuration
 (``workers: auto``, ``device: auto``, the executor ``nvsynth render`` picks),
 then each ``--executors`` entry with each ``--workers`` count. An executor is
 one entry of :data:`EXECUTORS`: a name and a factory with the signature of
-:func:`nvsynth.runtime.executor.make_executor`; a Ray executor is one more entry.
+:func:`nvsynth.runtime.executor.make_executor` (``ray``: one actor per worker
+on a local Ray instance that the variant starts, ``pip install 'nvsynth[ray]'``).
 Each variant runs :func:`nvsynth.runtime.render_run.run` in a fresh 'spawn'
 process, so its peak RSS is its own.
 
@@ -32,12 +33,13 @@ Definitions (printed with the figures):
 * peak RSS: the run's main process and its largest worker (``getrusage``).
 * each variant runs ``--runs`` times (rounds over all variants); the fastest run counts.
 
-    python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 1 2] [--executors local process]
+    python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 1 2] [--executors local process ray]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import resource
@@ -70,6 +72,13 @@ def _process(setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] |
     return ProcessExecutor(setup, workers, env=env)
 
 
+def _ray(setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None) -> Any:
+    """One Ray actor per worker on a local Ray instance (num_cpus = workers) this run starts and stops."""
+    from nvsynth.runtime.ray_executor import RayExecutor
+
+    return RayExecutor(setup, workers, env=env)
+
+
 def _default(setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None) -> Any:
     from nvsynth.runtime.executor import make_executor
 
@@ -86,6 +95,8 @@ class ExecutorEntry:
 EXECUTORS: dict[str, ExecutorEntry] = {
     "local": ExecutorEntry(_local, 1, lambda w: (1, None)),  # this process, llvmpipe's own threads
     "process": ExecutorEntry(_process, None, lambda w: (w, 1)),  # 'spawn' workers, LP_NUM_THREADS=1 each
+    # Ray actors, LP_NUM_THREADS=1 each; the wall time includes starting the local Ray instance ("steady" does not)
+    "ray": ExecutorEntry(_ray, None, lambda w: (w, 1)),
 }
 
 
@@ -153,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sources", type=int, default=60, help="source frames to render (default 60)")
     ap.add_argument("--views", type=int, default=16, help="views per source (default 16)")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="worker counts to try (default 1 2)")
-    ap.add_argument("--executors", nargs="*", default=list(EXECUTORS), choices=list(EXECUTORS))
+    installed = [ex for ex in EXECUTORS if ex != "ray" or importlib.util.find_spec("ray") is not None]
+    ap.add_argument("--executors", nargs="*", default=installed, choices=list(EXECUTORS))
     ap.add_argument("--device", default="auto", help="render.device (default auto)")
     ap.add_argument("--repeats", type=int, default=3, help="raw: draws of each source per upload (default 3)")
     ap.add_argument("--runs", type=int, default=2, help="end-to-end runs per variant, the fastest counts (default 2)")

@@ -57,6 +57,12 @@ def _device(text: str) -> int | str:
 
 
 _WORKERS_HELP = "worker processes, or auto: one per usable CPU (default: {}.workers)"
+_EXECUTOR_HELP = (
+    "where the workers run: local (this process), process (worker processes), ray (one Ray actor per worker, "
+    "on $RAY_ADDRESS or runtime.ray_address, else a local Ray; pip install 'nvsynth[ray]') (default: runtime.executor)"
+)
+#: ``--executor`` choices (``nvsynth.core.config.RuntimeConfig.executor``; a test checks they agree).
+EXECUTORS = ("local", "process", "ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", metavar="LIST", help="comma-separated subjects, e.g. p00,p03 (default: all)")
     p.add_argument("--limit", type=int, metavar="K", help="at most K frames per subject")
     p.add_argument("--workers", type=_workers, metavar="N|auto", help=_WORKERS_HELP.format("recon"))
+    p.add_argument("--executor", choices=list(EXECUTORS), help=_EXECUTOR_HELP)
     p.add_argument("--force", action="store_true", help="recompute frames whose record already exists")
     p.add_argument(
         "--export-obj", action="store_true", default=None, help="also write a textured .obj/.mtl/.png per frame"
@@ -113,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output normalization constants (default: render.normalization)",
     )
     p.add_argument("--workers", type=_workers, metavar="N|auto", help=_WORKERS_HELP.format("render"))
+    p.add_argument("--executor", choices=list(EXECUTORS), help=_EXECUTOR_HELP)
     p.add_argument(
         "--device",
         type=_device,
@@ -156,6 +164,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "recon":
         overrides = {
             "recon.workers": args.workers,
+            "runtime.executor": args.executor,
             "recon.export_obj": args.export_obj,
             "data.input": args.input.resolve() if args.input is not None else None,
             "data.kind": args.input_kind,
@@ -172,6 +181,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "render.pattern": args.pattern,
                 "render.seed": args.seed,
                 "render.workers": args.workers,
+                "runtime.executor": args.executor,
                 "render.normalization": args.normalization,
                 "render.device": args.device,
                 "render.gaze": args.gaze,

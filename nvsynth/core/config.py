@@ -132,11 +132,19 @@ class RenderConfig(_Section):
         return v
 
 
+class RuntimeConfig(_Section):
+    """Where the work runs (nvsynth.runtime.executor); the output never depends on it."""
+
+    executor: Literal["local", "process", "ray"] = "process"  # this process | local worker processes | Ray actors
+    ray_address: str | None = None  # a Ray cluster (e.g. "auto", "10.0.0.1:6379"); null: $RAY_ADDRESS, else local
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     assets: AssetsConfig = AssetsConfig()
     recon: ReconConfig = ReconConfig()
     render: RenderConfig = RenderConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     def digest(self) -> str:
         """A short stable hash of the effective configuration."""

@@ -30,10 +30,12 @@ Implementations:
   ``setup`` -- that is, before numpy or Mesa load -- then builds its state.
   A worker never outlives the process that started it, even a SIGKILLed one.
 
-A Ray executor fits the same interface: one actor per slot whose constructor
-calls ``setup()`` (GL context and assets live in the actor), ``map`` sending
-items to the actors with a bounded window and returning results in item
-order (``ray.util.ActorPool.map`` keeps the order).
+* :class:`~nvsynth.runtime.ray_executor.RayExecutor` -- one Ray actor per
+  slot whose constructor calls ``setup()`` (GL context and assets live in the
+  actor), on a local Ray instance or a cluster; optional (``nvsynth[ray]``).
+
+:func:`executor_factory` picks one by ``runtime.executor`` (``local``,
+``process``, ``ray``; ``--executor``).
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from nvsynth.core.errors import WorkerError
+from nvsynth.core.config import RuntimeConfig
+from nvsynth.core.errors import ConfigError, WorkerError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,6 +65,8 @@ R = TypeVar("R")
 #: Items in flight per slot: 2 keeps every worker busy while bounding memory.
 IN_FLIGHT_PER_SLOT = 2
 START_METHODS = ("spawn", "forkserver")
+#: ``runtime.executor`` / ``--executor``: this process, a local process pool, Ray actors.
+EXECUTOR_KINDS = ("local", "process", "ray")
 
 
 class Executor(Protocol):
@@ -199,6 +205,45 @@ def make_executor(
     return ProcessExecutor(setup, max(1, workers), env=env)
 
 
+def local_executor(
+    setup: Callable[[], Any], workers: int, *, env: Mapping[str, str] | None = None
+) -> InProcessExecutor:
+    """``runtime.executor: local``: one slot in this process, whatever ``workers`` says (``env`` is not applied)."""
+    return InProcessExecutor(setup)
+
+
+def executor_factory(
+    kind: str, *, ray_address: str | None = None, isolate: bool = False, fill_cluster: bool = False
+) -> ExecutorFactory:
+    """The factory for ``runtime.executor`` ``kind``: ``local``, ``process`` (:func:`make_executor`, with
+    ``isolate``) or ``ray`` (:class:`~nvsynth.runtime.ray_executor.RayExecutor` on ``ray_address``, else
+    ``RAY_ADDRESS``, else a local Ray; ``fill_cluster``: one slot per cluster CPU). Ray is imported when
+    the executor is made, not here."""
+    if kind == "local":
+        return local_executor
+    if kind == "process":
+        return partial(make_executor, isolate=isolate)
+    if kind == "ray":
+        from nvsynth.runtime.ray_executor import RayExecutor
+
+        return partial(RayExecutor, address=ray_address, fill_cluster=fill_cluster)
+    raise ConfigError(f"runtime.executor: expected one of {', '.join(EXECUTOR_KINDS)}, got {kind!r}")
+
+
+def runs_remotely(runtime: RuntimeConfig) -> bool:
+    """Whether ``runtime`` sends the work to a Ray cluster (``runtime.ray_address`` or ``RAY_ADDRESS``), whose
+    slots are not this machine's cores."""
+    return runtime.executor == "ray" and bool(runtime.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+def configured_factory(runtime: RuntimeConfig, workers: int | str, *, isolate: bool = False) -> ExecutorFactory:
+    """The factory ``runtime.executor`` names; ``workers`` is the stage's setting (``auto`` on a Ray cluster:
+    one slot per cluster CPU)."""
+    return executor_factory(
+        runtime.executor, ray_address=runtime.ray_address, isolate=isolate, fill_cluster=workers == "auto"
+    )
+
+
 # -- inside a worker process ------------------------------------------------------------------
 
 
@@ -271,11 +316,16 @@ def _run_item(work: Callable[[Any, T], R], item: T) -> R:
 
 
 __all__ = [
+    "EXECUTOR_KINDS",
     "IN_FLIGHT_PER_SLOT",
     "Executor",
     "ExecutorFactory",
     "InProcessExecutor",
     "ProcessExecutor",
+    "configured_factory",
     "die_with_parent",
+    "executor_factory",
+    "local_executor",
     "make_executor",
+    "runs_remotely",
 ]

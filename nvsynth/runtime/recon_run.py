@@ -52,7 +52,7 @@ from nvsynth.recon.stage import (
 )
 from nvsynth.recon.template import load_landmark_map, template_from_config
 from nvsynth.runtime import failpoints
-from nvsynth.runtime.executor import Executor, make_executor
+from nvsynth.runtime.executor import Executor, configured_factory, runs_remotely
 from nvsynth.runtime.interrupt import Interrupt, Stopped
 from nvsynth.runtime.manifest import RECON_MANIFEST, write_recon_manifest
 from nvsynth.runtime.preflight import RunLock, check_workers, prepare_folder, warn
@@ -104,8 +104,10 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
     template_from_config(cfg)  # missing template offline: one line saying where to put it
     load_landmark_map(cfg)
     check_backend(cfg.recon.detector, cfg)
-    workers = worker_count(cfg.recon.workers, "recon")
-    warn(check_workers(workers))
+    local = not runs_remotely(cfg.runtime)
+    workers = worker_count(cfg.recon.workers, "recon", local)
+    if local:
+        warn(check_workers(workers))
     prepare_folder(Path(obj), "recon folder (data.records)")
 
     all_outcomes: list[FrameOutcome] = []
@@ -113,7 +115,8 @@ def run(cfg: Config, subjects: str | None = None, limit: int | None = None, forc
     with contextlib.ExitStack() as held:
         for name in names:  # one recon per subject folder at a time
             held.enter_context(RunLock(prepare_folder(Path(obj) / name, "recon folder")))
-        executor = make_executor(partial(start_frame_processor, cfg), workers, env=BLAS_ENV, isolate=True)
+        factory = configured_factory(cfg.runtime, cfg.recon.workers, isolate=True)
+        executor = factory(partial(start_frame_processor, cfg), workers, env=BLAS_ENV)
         with executor, Interrupt() as stop:
             for name in names:
                 all_outcomes.extend(_recon_subject(cfg, dataset, name, Path(obj), limit, force, executor, stop))

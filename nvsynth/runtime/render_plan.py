@@ -108,12 +108,12 @@ def run_hash(cfg: Config) -> str:
 
 def _canonical(cfg: Config) -> dict[str, Any]:
     """The configuration without what the output does not depend on: worker counts (as 1), the render
-    device (left out) and the durable units' size (its default)."""
+    device and the runtime section (left out) and the durable units' size (its default)."""
     same = {"workers": 1, "unit_rows": DEFAULT_UNIT_ROWS}
     canon = cfg.model_copy(
         update={"render": cfg.render.model_copy(update=same), "recon": cfg.recon.model_copy(update={"workers": 1})}
     )
-    return canon.model_dump(mode="json", exclude={"render": {"device"}})
+    return canon.model_dump(mode="json", exclude={"render": {"device"}, "runtime": True})
 
 
 def file_attrs(cfg: Config, subject: str) -> dict[str, Any]:

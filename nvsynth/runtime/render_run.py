@@ -63,7 +63,7 @@ from nvsynth.render.gaze import load_gaze_spec
 from nvsynth.render.patterns import load_pattern
 from nvsynth.render.stage import RenderSpec, SourceItem, SourceResult, render_item, start_source_renderer
 from nvsynth.runtime import failpoints
-from nvsynth.runtime.executor import Executor, ExecutorFactory, make_executor
+from nvsynth.runtime.executor import Executor, ExecutorFactory, configured_factory, runs_remotely
 from nvsynth.runtime.interrupt import Interrupt, Stopped
 from nvsynth.runtime.manifest import RenderLog, SubjectReport
 from nvsynth.runtime.preflight import RunLock, check_space, check_workers, prepare_folder, warn
@@ -80,20 +80,25 @@ def run(
     subjects: str | None = None,
     limit: int | None = None,
     resume: bool = False,
-    executor_factory: ExecutorFactory = make_executor,
+    executor_factory: ExecutorFactory | None = None,
 ) -> int:
     """Render every selected subject's sources into ``OUTDIR/<subject>.h5``; returns the exit code.
 
-    ``executor_factory(setup, workers, env=...)`` makes the executor (default: in-process for one worker,
-    else a process pool); benchmarks pass another implementation of the same interface.
+    ``executor_factory(setup, workers, env=...)`` makes the executor (default: the one ``runtime.executor``
+    names; ``process``: in-process for one worker, else a process pool); benchmarks pass another
+    implementation of the same interface.
     """
     if cfg.data.records is None:
         raise ConfigError("data.records is not set: point it at the folder `nvsynth recon` wrote")
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be at least 1")
     obj_root, outdir = Path(cfg.data.records), Path(outdir)
-    workers = worker_count(cfg.render.workers, "render")
-    warn(check_workers(workers))
+    local = executor_factory is not None or not runs_remotely(cfg.runtime)
+    if executor_factory is None:
+        executor_factory = configured_factory(cfg.runtime, cfg.render.workers)
+    workers = worker_count(cfg.render.workers, "render", local)
+    if local:
+        warn(check_workers(workers))
     prepare_folder(outdir)
     with RunLock(outdir):
         return _run_locked(cfg, obj_root, outdir, subjects, limit, resume, workers, executor_factory)
@@ -127,6 +132,7 @@ def _run_locked(
     env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "1")}
     with executor_factory(partial(start_source_renderer, spec, backgrounds), workers, env=env) as executor:
         executor.start()  # worker imports overlap with the planning below
+        workers = log.workers = executor.slots  # e.g. one in-process slot, or a Ray cluster's CPUs
         plans, empty = plan_subjects(cfg, obj_root, outdir, subjects, limit, resume)
         images = sum(len(p.sources) for p in plans) * cfg.render.views
         warn(check_space(outdir, images, max((len(p.sources) for p in plans), default=0) * cfg.render.views))

@@ -25,13 +25,17 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def worker_count(setting: int | str, stage: str) -> int:
-    """The number of workers for ``setting`` (an integer >= 1 or ``"auto"``) of ``stage`` ("recon", "render")."""
+def worker_count(setting: int | str, stage: str, local: bool = True) -> int:
+    """The number of workers for ``setting`` (an integer >= 1 or ``"auto"``) of ``stage`` ("recon", "render").
+
+    ``local=False`` (the workers run on a Ray cluster): no warning about this machine's CPUs (``auto`` is
+    then this machine's count, which the Ray executor replaces by the cluster's).
+    """
     cpus = usable_cpus()
     if setting == "auto":
         return cpus
     workers = int(setting)
-    if workers > cpus and stage not in _WARNED:
+    if local and workers > cpus and stage not in _WARNED:
         _WARNED.add(stage)
         print(
             f"nvsynth {stage}: warning: {workers} workers for the {cpus} CPU(s) this process may use; "
