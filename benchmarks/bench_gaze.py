@@ -118,9 +118,9 @@ def summary(rows: np.ndarray) -> list[str]:
     def line(name: str, sel: np.ndarray) -> str:
         r = rows[sel]
         if not len(r):
-            return f"{name:>14}: no views"
+            return f"{name:>18}: no views"
         return (
-            f"{name:>14}: {len(r):4d} views  face median {np.median(r[:, 1]):5.2f} deg, p90 "
+            f"{name:>18}: {len(r):4d} views  face median {np.median(r[:, 1]):5.2f} deg, p90 "
             f"{np.percentile(r[:, 1], 90):5.2f} | eye median {np.median(r[:, 2:4]):5.2f}, p90 "
             f"{np.percentile(r[:, 2:4], 90):5.2f}"
         )
