@@ -20,7 +20,9 @@ places, the subject's kappa added: each eye's visual axis. Error = degrees
 between that and the label: "face" = the point at the target's distance
 along both eyes' mean axis, seen from the face centre, vs ``face_gaze``;
 "eye" = each eye's axis vs its direction to ``gaze_target_3d``. Binned by the
-eye-in-head rotation (the drawn gaze's angle from the eyes' primary position).
+eye-in-head rotation (the drawn gaze's angle from the eyes' primary position),
+and, for rotations up to 30 degrees, by its main direction (up, down, image-left,
+image-right: the larger of its pitch and yaw from the primary position).
 This is an iris-model audit of the rendering, not a learned gaze estimator's error.
 
     python benchmarks/bench_gaze.py [--views 40] [--sigma 20] [--head-sigma 15]
@@ -56,7 +58,8 @@ def make_records(work: Path) -> tuple[Path, Path]:
 
 def audit(raw: Path, obj: Path, subject: str, views: int, sigma: float, head_sigma: float,
           appearance: str, seed: int) -> np.ndarray:  # fmt: skip
-    """Rows (rotation deg, face error deg, eye 0 error, eye 1 error) over every rendered view of ``subject``."""
+    """Rows (rotation deg, face error deg, eye 0 error, eye 1 error, pitch, yaw from the primary position, deg)
+    over every rendered view of ``subject``."""
     from nvsynth.core import geometry
     from nvsynth.core.config import from_dict
     from nvsynth.recon.eyeball import EyeballModel, eyeball_path
@@ -102,7 +105,8 @@ def audit(raw: Path, obj: Path, subject: str, views: int, sigma: float, head_sig
             img = np.ascontiguousarray(images[b, :, :, :3])
             a = audit_view(landmarker, img, view, prep.eyes.rig, lab.target)
             rot = float(geometry.angular_error_deg(geometry.vector_from_pitchyaw(lab.eye_rotation), ahead))
-            rows.append((rot, a.face_error_deg, *a.eye_error_deg))
+            rel = np.degrees(np.asarray(lab.eye_rotation) - primary)  # (pitch, yaw) from the primary position
+            rows.append((rot, a.face_error_deg, *a.eye_error_deg, *rel))
     worker.close()
     return np.asarray(rows, dtype=np.float64)
 
@@ -114,16 +118,21 @@ def summary(rows: np.ndarray) -> list[str]:
     def line(name: str, sel: np.ndarray) -> str:
         r = rows[sel]
         if not len(r):
-            return f"{name:>14}: no views"
+            return f"{name:>18}: no views"
         return (
-            f"{name:>14}: {len(r):4d} views  face median {np.median(r[:, 1]):5.2f} deg, p90 "
-            f"{np.percentile(r[:, 1], 90):5.2f} | eye median {np.median(r[:, 2:]):5.2f}, p90 "
-            f"{np.percentile(r[:, 2:], 90):5.2f}"
+            f"{name:>18}: {len(r):4d} views  face median {np.median(r[:, 1]):5.2f} deg, p90 "
+            f"{np.percentile(r[:, 1], 90):5.2f} | eye median {np.median(r[:, 2:4]):5.2f}, p90 "
+            f"{np.percentile(r[:, 2:4], 90):5.2f}"
         )
 
     for lo, hi in BINS:
         lines.append(line(f"{lo}-{hi} deg", (rows[:, 0] >= lo) & (rows[:, 0] < hi)))
     lines.append(line("all <= 30 deg", rows[:, 0] <= 30))
+    pitch, yaw = rows[:, 4], rows[:, 5]
+    vertical = np.abs(pitch) >= np.abs(yaw)
+    for name, sel in (("up", vertical & (pitch > 0)), ("down", vertical & (pitch <= 0)),
+                      ("image-left", ~vertical & (yaw > 0)), ("image-right", ~vertical & (yaw <= 0))):  # fmt: skip
+        lines.append(line(f"<= 30, {name}", sel & (rows[:, 0] <= 30)))
     return lines
 
 

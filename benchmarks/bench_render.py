@@ -32,8 +32,14 @@ Definitions (printed with the figures):
   run's ``manifest.json``) and in the main process (waiting for results, writing).
 * peak RSS: the run's main process and its largest worker (``getrusage``).
 * each variant runs ``--runs`` times (rounds over all variants); the fastest run counts.
+* ``--gaze``: the records are made with ``recon.detector: mediapipe`` (with the
+  subject's eyeball model), and the shipped configuration also runs end to end with
+  ``render.gaze: gaussian`` (redirected eyes) against ``follow-head``,
+  alternating, ``--runs`` times each, the fastest of each counting: both
+  figures and the ratio of their times per image (:func:`gaze_comparison`).
 
-    python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 1 2] [--executors local process ray]
+    python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 1 2]
+        [--executors local process ray] [--gaze]
 """
 
 from __future__ import annotations
@@ -147,6 +153,40 @@ class Variant:
         return EXECUTORS[self.executor].layout(w)
 
 
+def gaze_comparison(base: dict[str, Any], work: Path, limit: int, runs: int) -> list[str]:
+    """Redirection on (``render.gaze: gaussian``) against off (``follow-head``), shipped config, alternating.
+
+    Each run is :func:`run_variant` (a fresh process, start-up included); the fastest of ``runs`` each counts.
+    Lines: both figures, the ratio of time per image, and the workers' stage times per image of each.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for k in range(max(1, runs)):
+        for mode in ("follow-head", "gaussian"):
+            cfg_json = {**base, "render": {**base["render"], "gaze": mode}}
+            res = run_variant(cfg_json, work / f"gaze-{mode}-{k}", limit, "default")
+            res["images"] = int(res["manifest"]["totals"]["rows_this_run"])
+            res["per_image"] = res["wall"] / max(res["images"], 1)
+            if mode not in best or res["per_image"] < best[mode]["per_image"]:
+                best[mode] = res
+    off, on = best["follow-head"], best["gaussian"]
+    lines = [
+        f"gaze redirection, end to end (shipped config, {off['manifest']['device']['workers']} worker(s), start-up "
+        f"included; the faster of {max(1, runs)} alternating runs each):",
+        f"  render.gaze: follow-head (off) {1 / off['per_image']:7.1f} images/s ({off['images']} images)",
+        f"  render.gaze: gaussian    (on)  {1 / on['per_image']:7.1f} images/s ({on['images']} images)",
+        f"  time per image on / off: {on['per_image'] / off['per_image']:.2f}x (target <= 1.3x)",
+    ]
+    for name, res in (("off", off), ("on", on)):
+        timing = res["manifest"]["timing_s"]
+        w = " ".join(
+            f"{k.removeprefix('worker_')} {1000 * float(t) / res['images']:.2f}"
+            for k, t in timing.items()
+            if k.startswith("worker_")
+        )
+        lines.append(f"  stages {name}, wall ms per image summed over workers: {w}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     from render_raw import RawRun, pipeline_raw_throughput
     from sample_records import SAMPLE_RAW, make_records
@@ -171,6 +211,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=2, help="end-to-end runs per variant, the fastest counts (default 2)")
     ap.add_argument("--obj", type=Path, help="existing recon records (root holding p00/)")
     ap.add_argument("--raw", type=Path, help="the dataset root their source_file paths are relative to")
+    ap.add_argument(
+        "--gaze",
+        action="store_true",
+        help="mediapipe records; also render.gaze: gaussian against follow-head, both figures and ratio",
+    )
     args = ap.parse_args(argv)
     device_setting: int | str = int(args.device) if args.device.isdigit() else args.device
 
@@ -187,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
             obj, raw = args.obj, args.raw or SAMPLE_RAW
         else:
             obj = work / "obj"
-            raw = make_records(obj, args.sources)
+            raw = make_records(obj, args.sources, detector="mediapipe" if args.gaze else "dlib")
         base = {"data": {"input": str(raw), "records": str(obj)},
                 "render": {"views": args.views, "seed": 0, "device": device_setting}}  # fmt: skip
         cfg = from_dict(base)
@@ -212,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                 if v not in results or res["wall"] < results[v]["wall"]:
                     results[v] = res
         raw_after = measure("raw", args.repeats)
+        gaze_lines = gaze_comparison(base, work, args.sources, args.runs) if args.gaze else []
     raws = {k: max(raw_before[k], raw_after[k], key=lambda r: r.images_per_s) for k in layouts}
 
     first = next(iter(results.values()))["manifest"]
@@ -264,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
         w = " ".join(f"{k} {t:.2f}" for k, t in stages.items())
         mm = " ".join(f"{k} {t:.2f}" for k, t in mains.items())
         print(f"  {label:<28} {w} | {mm} | CPU {cpu:.2f}")
+    for line in gaze_lines:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -24,17 +24,27 @@ if str(REPO) not in sys.path:
 SAMPLE_RAW = REPO / "supplementary" / "sample"
 
 
-def make_records(obj: Path, frames: int, subject: str = "p00") -> Path:
-    """Write ``frames`` records of ``subject`` under ``obj``; returns the dataset root the records point into."""
+def make_records(obj: Path, frames: int, subject: str = "p00", detector: str = "dlib") -> Path:
+    """Write ``frames`` records of ``subject`` under ``obj``; returns the dataset root the records point into.
+
+    ``detector``: ``recon.detector``; with ``mediapipe`` the subject's eyeball model (``eyeball.json``, which
+    redirected gaze needs) is copied beside the records too.
+    """
+    import shutil
+
     from nvsynth.core.config import from_dict
+    from nvsynth.recon.eyeball import eyeball_path
     from nvsynth.recon.record import ReconRecord
     from nvsynth.runtime.recon_run import run as run_recon
 
     with tempfile.TemporaryDirectory(prefix="nvsynth-sample-recon-") as tmp:
         first = Path(tmp)
-        cfg = from_dict({"data": {"input": str(SAMPLE_RAW), "records": str(first)}})
+        cfg = from_dict({"data": {"input": str(SAMPLE_RAW), "records": str(first)}, "recon": {"detector": detector}})
         run_recon(cfg, subjects="p00")
         records = sorted((ReconRecord.load(p) for p in (first / "p00").rglob("*.npz")), key=lambda r: r.frame_index)
+        if eyeball_path(first / "p00").is_file():
+            (Path(obj) / subject).mkdir(parents=True, exist_ok=True)
+            shutil.copy(eyeball_path(first / "p00"), eyeball_path(Path(obj) / subject))
     if not records:
         raise SystemExit("recon produced no records for the sample subject")
     for i in range(frames):

@@ -24,8 +24,10 @@ For a source whose eyes are open (:attr:`recon.eyeball.SourceEyes.open`),
    over :data:`UPPER_FALLOFF_MM` above the upper margin and
    :data:`LOWER_FALLOFF_MM` below the lower one, blended across the opening).
    Per view the lids turn about the eyeball centre around the head's x axis by
-   :data:`UPPER_LID_RATIO` (:data:`LOWER_LID_RATIO`) times the change of the
-   eye's pitch from the source (weighted per vertex, in the vertex shader).
+   the change of :func:`lid_lift` (piecewise linear in the eye's pitch from its
+   primary position: :data:`UPPER_LID_RATIO`, :data:`LOWER_LID_RATIO` in
+   upgaze, :data:`UPPER_LID_RATIO_DOWN`, :data:`LOWER_LID_RATIO_DOWN` in
+   downgaze) from the source's to the view's (weighted per vertex, in the vertex shader).
 4. **Eyeballs**: a sphere per eye (:func:`sphere_mesh`, unit directions in
    the eye frame, texture coordinates of :func:`render.eye_texture.direction_texcoords`)
    with the eye textures of :mod:`render.eye_texture`. Per view
@@ -50,11 +52,21 @@ from nvsynth.render.eye_texture import EyeTextures, direction_texcoords, eye_ope
 from nvsynth.render.mesh import RenderMesh, build_render_mesh
 from nvsynth.render.uvlayout import TemplateChart
 
-#: Upper lid turns by this fraction of the eye's change of pitch: the top of the 0.5-0.7 range the design names
-#: (the upper lid follows vertical gaze closely; with less, an eye turned 30 degrees up hides half its iris).
-UPPER_LID_RATIO = 0.7
-#: Lower lid, the same: less than the upper lid.
-LOWER_LID_RATIO = 0.5
+#: Lid kinematics: each lid margin turns about the eyeball centre (head x axis) by a ratio times the eye's pitch
+#: from its primary position, one ratio for upgaze and one for downgaze; per view the lids turn by
+#: lid_lift(view's pitch) - lid_lift(source's pitch). Measured on healthy subjects (margin-to-reflex distances,
+#: mm): the upper lid keeps its place on the cornea, covering a little more of it in up- and more in downgaze
+#: (MRD1 -1.0 mm at 30-40 deg down, "Quantitating the change in upper eyelid position during downgaze", 50
+#: subjects; Mastropietro et al., Arq Bras Oftalmol 72(6), 2009, -30 ... +30 deg); the fissure narrows by 2.3 mm
+#: there (same study) and from 9.7 to 6.4 mm at 40 deg down (Read et al., Optom Vis Sci 83(10), 2006): the lower
+#: lid descends by most of the eye's movement; in upgaze the lower lid's distance to the pupil grows (it rises
+#: little; Mastropietro et al.). A lid margin that stays on the cornea turns with the eye (ratio 1; a little more
+#: where it covers more); a lid lagging the eye shows sclera above the iris in downgaze ("lid lag", a sign of
+#: thyroid eye disease), which healthy eyes do not.
+UPPER_LID_RATIO = 1.0  # upgaze
+LOWER_LID_RATIO = 0.3  # upgaze: rises little
+UPPER_LID_RATIO_DOWN = 1.1
+LOWER_LID_RATIO_DOWN = 0.9
 #: Upper-lid weights fall off to 0 this far (mm, head frame) above the upper margin (about the lid crease).
 UPPER_FALLOFF_MM = 8.0
 #: Lower-lid weights fall off to 0 this far below the lower margin.
@@ -283,6 +295,14 @@ def _pitch(R: NDArray[np.float64], orientation: NDArray[np.float64]) -> float:
     return float(np.arcsin(np.clip(-o[1], -1.0, 1.0)))
 
 
+def lid_lift(pitch: float) -> NDArray[np.float64]:
+    """(2,) upper and lower lid angles (radians, up positive) for an eye pitched ``pitch`` (radians, up positive)
+    from its primary position: the piecewise-linear lid kinematics of :data:`UPPER_LID_RATIO` and the others."""
+    if pitch >= 0.0:
+        return np.array([UPPER_LID_RATIO * pitch, LOWER_LID_RATIO * pitch])
+    return np.array([UPPER_LID_RATIO_DOWN * pitch, LOWER_LID_RATIO_DOWN * pitch])
+
+
 def eye_pose(rig: EyeRig, orientations: ArrayLike) -> EyePose:
     """The pose of both eyes turned to ``orientations`` (2, 3, 3) (eye frame -> source camera)."""
     orient = np.asarray(orientations, dtype=np.float64)
@@ -292,9 +312,9 @@ def eye_pose(rig: EyeRig, orientations: ArrayLike) -> EyePose:
     model[:, :3, 3] = eyes.centres
     model[:, 3, 3] = 1.0
     relative = np.einsum("eji,ejk->eik", eyes.orientation, orient)
-    dp = np.array([_pitch(R, orient[e]) - _pitch(R, eyes.orientation[e]) for e in range(2)])
-    # looking up (dp > 0) lifts the lids: a rotation about the head's +x axis by a negative angle (y down)
-    lids = -np.c_[UPPER_LID_RATIO * dp, LOWER_LID_RATIO * dp]
+    lift = np.array([lid_lift(_pitch(R, orient[e])) - lid_lift(_pitch(R, eyes.orientation[e])) for e in range(2)])
+    # lifting the lids (> 0) is a rotation about the head's +x axis by a negative angle (y down)
+    lids = -lift
     return EyePose(model, relative, lids, R[:, 0].copy(), eyes.centres.copy())
 
 

@@ -152,35 +152,35 @@ def test_eyeballs_show_only_through_the_eye_openings(sample_records: list[ReconR
 def test_lids_follow_vertical_gaze(
     sample_records: list[ReconRecord], model: EyeballModel, chart: TemplateChart
 ) -> None:
-    from nvsynth.render.eyes import LOWER_LID_RATIO, UPPER_LID_RATIO
+    from nvsynth.render.eyes import LOWER_LID_RATIO, LOWER_LID_RATIO_DOWN, UPPER_LID_RATIO, UPPER_LID_RATIO_DOWN
 
     rec = sample_records[0]
     rig = build_eye_rig(rec, _image(rec), model, chart)
     src = normalize_record(rec)
     view = make_view(src, src.pose, rec.landmarks_3d)
     _v0, ahead = _turned(rig, view, src, (0, 0))
-    _v1, up = _turned(rig, view, src, (20, 0))
-    for e in range(2):
-        mid_upper, mid_lower = 12, 4  # the middle of the upper and of the lower lid margin
-        y = {}
-        for name, pose in (("ahead", ahead), ("up", up)):
-            p = lid_positions(pose, rig.contour[e], rig.contour_lids[e])
-            y[name] = (p - rig.eyes.centres[e]) @ rig.eyes.head_rotation  # head frame, y down
-        upper_turn = np.arctan2(-y["up"][mid_upper, 1], -y["up"][mid_upper, 2]) - np.arctan2(
-            -y["ahead"][mid_upper, 1], -y["ahead"][mid_upper, 2]
-        )
-        lower_turn = np.arctan2(-y["up"][mid_lower, 1], -y["up"][mid_lower, 2]) - np.arctan2(
-            -y["ahead"][mid_lower, 1], -y["ahead"][mid_lower, 2]
-        )
-        eye_turn = np.radians(20.0)
-        w_up, w_low = rig.contour_lids[e, mid_upper, 1], rig.contour_lids[e, mid_lower, 2]
-        assert w_up > 0.9 and w_low > 0.9
-        # the upper lid margin turns up with the eye by the ratio (its weight ~1 mid-lid), the lower lid less
-        assert upper_turn == pytest.approx(UPPER_LID_RATIO * w_up * eye_turn, abs=np.radians(2.5))
-        assert 0 < lower_turn < upper_turn and lower_turn == pytest.approx(LOWER_LID_RATIO * w_low * eye_turn,
-                                                                           abs=np.radians(2.5))  # fmt: skip
-        # the corners stay
-        np.testing.assert_allclose(y["up"][[0, 8]], y["ahead"][[0, 8]], atol=1e-9)
+    # upgaze and downgaze have their own ratios (render/eyes.py: the lids' kinematics)
+    for pitch, upper_ratio, lower_ratio in ((20, UPPER_LID_RATIO, LOWER_LID_RATIO),
+                                            (-20, UPPER_LID_RATIO_DOWN, LOWER_LID_RATIO_DOWN)):  # fmt: skip
+        _v1, turned = _turned(rig, view, src, (pitch, 0))
+        for e in range(2):
+            mid_upper, mid_lower = 12, 4  # the middle of the upper and of the lower lid margin
+            y = {}
+            for name, pose in (("ahead", ahead), ("turned", turned)):
+                p = lid_positions(pose, rig.contour[e], rig.contour_lids[e])
+                y[name] = (p - rig.eyes.centres[e]) @ rig.eyes.head_rotation  # head frame, y down
+
+            ang = {k: np.arctan2(-v[:, 1], -v[:, 2]) for k, v in y.items()}  # pitch of each margin point
+            upper_turn, lower_turn = (float(ang["turned"][i] - ang["ahead"][i]) for i in (mid_upper, mid_lower))
+            eye_turn = np.radians(pitch)
+            w_up, w_low = rig.contour_lids[e, mid_upper, 1], rig.contour_lids[e, mid_lower, 2]
+            assert w_up > 0.9 and w_low > 0.9
+            # the lid margins turn with the eye by their ratios (weight ~1 mid-lid), the lower lid less
+            assert upper_turn == pytest.approx(upper_ratio * w_up * eye_turn, abs=np.radians(2.5))
+            assert lower_turn == pytest.approx(lower_ratio * w_low * eye_turn, abs=np.radians(2.5))
+            assert 0 < lower_turn / eye_turn < upper_turn / eye_turn
+            # the corners stay
+            np.testing.assert_allclose(y["turned"][[0, 8]], y["ahead"][[0, 8]], atol=1e-9)
 
 
 def test_closed_eyes_are_not_redirected(
