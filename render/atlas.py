@@ -184,20 +184,20 @@ def _feather(mask: NDArray[np.bool_], chart: NDArray[np.bool_], texels: float) -
     return np.where(mask, np.clip((dist - 1.0) * (1.0 / texels), 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def _outline_distance(record: ReconRecord, px: NDArray[np.float32]) -> NDArray[np.float32]:
+def _outline_distance(silhouette: skin.Silhouette, px: NDArray[np.float32]) -> NDArray[np.float32]:
     """Distance (source pixels) from each texel's point ``px`` (S, S, 2) to the outline of the projected mesh."""
-    uv = np.asarray(record.uv, dtype=np.float64)
-    lo = np.floor(uv.min(axis=0)) - 2
-    size = (np.ceil(uv.max(axis=0)) + 3 - lo).astype(int)
-    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
-    for tri in np.round((uv[np.asarray(record.faces)] - lo) * 16).astype(np.int32):  # fillPoly: even-odd rule
-        cv2.fillConvexPoly(mask, tri, 1, cv2.LINE_8, 4)
-    dist = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return cv2.remap(dist, px - lo.astype(np.float32), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    dist = cv2.distanceTransform(silhouette.mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    lo = silhouette.origin.astype(np.float32)
+    return cv2.remap(dist, px - lo, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
-def unwrap(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> Unwrapped:
-    """The source frame sampled at every texel's surface point, and what the source saw of it."""
+def unwrap(
+    record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout, silhouette: skin.Silhouette | None = None
+) -> Unwrapped:
+    """The source frame sampled at every texel's surface point, and what the source saw of it.
+
+    ``silhouette``: the record's projected mesh (:class:`render.skin.Silhouette`), made here if not given.
+    """
     if not np.array_equal(np.asarray(record.faces), layout.faces) or layout.half is None:
         raise ValueError(f"record {record.source_file}: its mesh is not the topology of the UV layout")
     v = np.asarray(record.vertices, dtype=np.float64)
@@ -219,7 +219,8 @@ def unwrap(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> U
     # The normal's cos and the eye distances are smooth: half resolution.
     smooth = layout.half.interpolate(np.concatenate([_vertex_cos(record)[:, None], eye_distances(record)], axis=1))
     half = layout.half.size
-    inner = _outline_distance(record, cv2.resize(px, (half, half), interpolation=cv2.INTER_AREA))
+    sil = skin.Silhouette.of(record) if silhouette is None else silhouette
+    inner = _outline_distance(sil, cv2.resize(px, (half, half), interpolation=cv2.INTER_AREA))
     return Unwrapped(
         colour, seen_tri[layout.triangle] & in_frame, inner >= SILHOUETTE_MARGIN_PX, smooth[..., 0], smooth[..., 1:3]
     )
@@ -236,7 +237,8 @@ def build_atlas(
     (:mod:`render.skin`); ``image`` itself by default (a benchmark textures with
     another image of the same frame, e.g. the true head's coverage, and passes the source).
     """
-    own = unwrap(record, image, layout)
+    silhouette = skin.Silhouette.of(record)
+    own = unwrap(record, image, layout, silhouette)
     assert layout.half is not None
     S, H = layout.size, layout.half.size
     cos = own.cos
@@ -246,14 +248,14 @@ def build_atlas(
     judged = (
         colour
         if judge is None
-        else cv2.resize(unwrap(record, judge, layout).colour, (H, H), interpolation=cv2.INTER_AREA)
+        else cv2.resize(unwrap(record, judge, layout, silhouette).colour, (H, H), interpolation=cv2.INTER_AREA)
     )
     interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
     seen_h &= ~skin.background_texels(
         judged.astype(np.float32),
         seen_h & (cos > BACKFACE_COS),
         interior,
-        skin.ring_colours(record, image if judge is None else judge),
+        skin.ring_colours(record, image if judge is None else judge, silhouette),
     )
     usable = _feather(seen_h & (cos > BACKFACE_COS), layout.half.inside, FEATHER_TEXELS / 2)
     usable *= _ramp(cos, BACKFACE_COS, USABLE_COS)
