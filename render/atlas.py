@@ -206,12 +206,14 @@ def unwrap(
     K = np.asarray(record.camera_matrix, dtype=np.float64)
     ideal = v @ K.T
     offset = project_distorted(v, K, record.dist_coeffs) - ideal[:, :2] / ideal[:, 2:3]
-    per_texel = layout.interpolate(np.concatenate([ideal, offset], axis=1))
-    flat = per_texel.reshape(-1, per_texel.shape[-1])
-    flat[layout.gutter] = flat[layout.gutter_source]
-    z = per_texel[..., 2]
-    z[z <= 0] = 1.0  # off the chart: any point in front of the camera
-    px = per_texel[..., 0:2] / z[..., None] + per_texel[..., 3:5]
+    per_texel = layout.texel_weights @ np.concatenate([ideal, offset], axis=1).astype(np.float32)  # chart texels
+    z = per_texel[:, 2]
+    z[z <= 0] = 1.0
+    S = layout.size
+    px = np.zeros((S * S, 2), dtype=np.float32)  # off the chart: (0, 0), as a point at z = 1 on the axis
+    px[layout.texels] = per_texel[:, 0:2] / z[:, None] + per_texel[:, 3:5]
+    px[layout.gutter] = px[layout.gutter_source]
+    px = px.reshape(S, S, 2)
     colour = cv2.remap(image, px, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     h, w = image.shape[:2]
     in_frame = cv2.inRange(px, (0.0, 0.0), (w - 1.0, h - 1.0)) > 0
@@ -243,16 +245,17 @@ def build_atlas(
     S, H = layout.size, layout.half.size
     cos = own.cos
     seen_h = (cv2.resize(own.seen.astype(np.float32), (H, H), interpolation=cv2.INTER_AREA) >= 1.0 - 1e-6) & own.inner
-    colour = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA).astype(np.float32)
+    colour8 = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA)
+    colour = colour8.astype(np.float32)
     # Own texels whose colour is the scene beside the face (a fitted outline wider than the face) are unseen.
     judged = (
-        colour
+        colour8
         if judge is None
         else cv2.resize(unwrap(record, judge, layout, silhouette).colour, (H, H), interpolation=cv2.INTER_AREA)
     )
     interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
     seen_h &= ~skin.background_texels(
-        judged.astype(np.float32),
+        judged,
         seen_h & (cos > BACKFACE_COS),
         interior,
         skin.ring_colours(record, image if judge is None else judge, silhouette),

@@ -112,15 +112,16 @@ def ring_colours(
 
 
 def background_texels(
-    colour: NDArray[np.float32],
+    colour: NDArray[np.uint8],
     usable: NDArray[np.bool_],
     interior: NDArray[np.float32],
     ring: NDArray[np.uint8],
 ) -> NDArray[np.bool_]:
-    """Texels (S, S) whose own ``colour`` (BGR, 0..255) looks like the scene beside the face (module docstring).
+    """Texels (S, S) whose own ``colour`` (BGR) looks like the scene beside the face (module docstring).
 
     ``usable``: texels the source saw; ``interior``: their signed distance (mm) to the interior
     landmarks' hull; ``ring``: the frame's colours beside the face (:func:`ring_colours`).
+    Each distinct colour is looked up once.
     """
     out = np.zeros(usable.shape, dtype=bool)
     face = usable & (interior >= FACE_INSET_MM)
@@ -129,18 +130,21 @@ def background_texels(
         return out
     face_lab = _lab(_strided(colour[face], MAX_SAMPLES))
     bg_lab = _lab(_strided(ring, MAX_SAMPLES))
-    lab = _lab(colour[test])
+    c = colour[test].astype(np.int32)
+    key, inverse = np.unique((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2], return_inverse=True)
+    lab = _lab(np.stack([key >> 16, (key >> 8) & 255, key & 255], axis=1))
     if BACKGROUND_MARGIN != 1.0:
         d_face, _ = cKDTree(face_lab).query(lab, k=1)
         d_bg, _ = cKDTree(bg_lab).query(lab, k=1)
-        out[test] = d_bg < BACKGROUND_MARGIN * d_face
+        out[test] = (d_bg < BACKGROUND_MARGIN * d_face)[inverse]
         return out
-    # d_bg < d_face, from one tree of both classes: the nearest sample's class decides, except that a face
-    # sample as near as the nearest (a tie) makes it face.
-    d, nearest = cKDTree(np.concatenate([face_lab, bg_lab])).query(lab, k=1)
-    bg = nearest >= len(face_lab)
-    if bg.any():
-        ties = cKDTree(face_lab).query_ball_point(lab[bg], d[bg] * (1.0 + 1e-9), return_length=True)
-        bg[bg] = ties == 0
-    out[test] = bg
+    # d_bg < d_face, from one tree of both classes: a face sample nearest makes it face; a background sample
+    # strictly nearer than the second nearest makes it background; a tie is settled by the face samples.
+    d, nearest = cKDTree(np.concatenate([face_lab, bg_lab])).query(lab, k=2)
+    bg = nearest[:, 0] >= len(face_lab)
+    tie = bg & (d[:, 1] <= d[:, 0] * (1.0 + 1e-9))
+    if tie.any():
+        near = cKDTree(face_lab).query_ball_point(lab[tie], d[tie, 0] * (1.0 + 1e-9), return_length=True)
+        bg[tie] = near == 0
+    out[test] = bg[inverse]
     return out
