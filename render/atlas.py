@@ -244,7 +244,8 @@ def build_atlas(
     assert layout.half is not None
     S, H = layout.size, layout.half.size
     cos = own.cos
-    seen_h = (cv2.resize(own.seen.astype(np.float32), (H, H), interpolation=cv2.INTER_AREA) >= 1.0 - 1e-6) & own.inner
+    seen = own.seen[: 2 * H, : 2 * H]
+    seen_h = seen[0::2, 0::2] & seen[1::2, 0::2] & seen[0::2, 1::2] & seen[1::2, 1::2] & own.inner  # all four seen
     colour8 = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA)
     colour = colour8.astype(np.float32)
     # Own texels whose colour is the scene beside the face (a fitted outline wider than the face) are unseen.
@@ -274,7 +275,7 @@ def build_atlas(
         if seen_eyes[k]:
             m_usable = m_usable * (1.0 - _ramp(own.eyes[..., k], -EYE_MARGIN_MM - 1.0, -1.0))
     # Brightness match of the mirror layer: the low-frequency own - mirror where both were seen squarely.
-    eye_any = _ramp(own.eyes.max(axis=2), -EYE_MARGIN_MM, 0.0)
+    eye_any = _ramp(np.maximum(own.eyes[..., 0], own.eyes[..., 1]), -EYE_MARGIN_MM, 0.0)
     w_match = usable * m_usable * (1.0 - eye_any) * (cos >= MATCH_COS) * (m_cos >= MATCH_COS)
     match = _low_frequency(colour - m_colour, w_match.astype(np.float32), H)
     # Own over mirror: an own texel gives way where it is oblique and its mirror clearly better.
