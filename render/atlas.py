@@ -184,11 +184,21 @@ def _feather(mask: NDArray[np.bool_], chart: NDArray[np.bool_], texels: float) -
     return np.where(mask, np.clip((dist - 1.0) * (1.0 / texels), 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def _outline_distance(silhouette: skin.Silhouette, px: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Distance (source pixels) from each texel's point ``px`` (S, S, 2) to the outline of the projected mesh."""
+def _outline_distance(
+    silhouette: skin.Silhouette, x: NDArray[np.float32], y: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """Distance (source pixels) from each texel's point (``x``, ``y``) to the outline of the projected mesh."""
     dist = cv2.distanceTransform(silhouette.mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    lo = silhouette.origin.astype(np.float32)
-    return cv2.remap(dist, px - lo, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    x0, y0 = (np.float32(c) for c in silhouette.origin)
+    return cv2.remap(dist, x - x0, y - y0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _on_atlas(layout: UVLayout, values: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Values of the chart's texels (``layout.texels``) as an atlas: the gutter copies its chart texel, 0 elsewhere."""
+    out = np.zeros(layout.size * layout.size, dtype=np.float32)
+    out[layout.texels] = values
+    out[layout.gutter] = out[layout.gutter_source]
+    return out.reshape(layout.size, layout.size)
 
 
 def unwrap(
@@ -206,23 +216,19 @@ def unwrap(
     K = np.asarray(record.camera_matrix, dtype=np.float64)
     ideal = v @ K.T
     offset = project_distorted(v, K, record.dist_coeffs) - ideal[:, :2] / ideal[:, 2:3]
-    per_texel = layout.texel_weights @ np.concatenate([ideal, offset], axis=1).astype(np.float32)  # chart texels
-    z = per_texel[:, 2]
+    attrs = np.ascontiguousarray(np.concatenate([ideal, offset], axis=1).astype(np.float32).T)
+    ix, iy, z, ox, oy = (layout.texel_weights @ a for a in attrs)  # on the chart's texels
     z[z <= 0] = 1.0
-    S = layout.size
-    px = np.zeros((S * S, 2), dtype=np.float32)  # off the chart: (0, 0), as a point at z = 1 on the axis
-    px[layout.texels] = per_texel[:, 0:2] / z[:, None] + per_texel[:, 3:5]
-    px[layout.gutter] = px[layout.gutter_source]
-    px = px.reshape(S, S, 2)
-    colour = cv2.remap(image, px, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    x, y = _on_atlas(layout, ix / z + ox), _on_atlas(layout, iy / z + oy)
+    colour = cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     h, w = image.shape[:2]
-    in_frame = cv2.inRange(px, (0.0, 0.0), (w - 1.0, h - 1.0)) > 0
+    in_frame = cv2.bitwise_and(cv2.inRange(x, 0.0, w - 1.0), cv2.inRange(y, 0.0, h - 1.0)) > 0
     seen_tri = np.append(np.asarray(record.visible, dtype=bool)[layout.faces].all(axis=1), False)
     # The normal's cos and the eye distances are smooth: half resolution.
     smooth = layout.half.interpolate(np.concatenate([_vertex_cos(record)[:, None], eye_distances(record)], axis=1))
     half = layout.half.size
     sil = skin.Silhouette.of(record) if silhouette is None else silhouette
-    inner = _outline_distance(sil, cv2.resize(px, (half, half), interpolation=cv2.INTER_AREA))
+    inner = _outline_distance(sil, *(cv2.resize(c, (half, half), interpolation=cv2.INTER_AREA) for c in (x, y)))
     return Unwrapped(
         colour, seen_tri[layout.triangle] & in_frame, inner >= SILHOUETTE_MARGIN_PX, smooth[..., 0], smooth[..., 1:3]
     )
