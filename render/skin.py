@@ -43,7 +43,7 @@ INTERIOR = ibug68.INTERIOR
 FACE_INSET_MM = 5.0
 #: Background samples: frame pixels between these distances (px) outside the projected mesh.
 RING_PX = (10.0, 40.0)
-#: Samples per class (evenly strided: deterministic); the test costs ~10 ms per source.
+#: Samples per class (evenly strided: deterministic); the test costs ~12 CPU-ms per source (its KD-tree queries).
 MAX_SAMPLES = 3000
 #: A texel is background when its nearest background sample is closer than this times its nearest face sample.
 BACKGROUND_MARGIN = 1.0
