@@ -184,20 +184,30 @@ def _feather(mask: NDArray[np.bool_], chart: NDArray[np.bool_], texels: float) -
     return np.where(mask, np.clip((dist - 1.0) * (1.0 / texels), 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def _outline_distance(record: ReconRecord, px: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Distance (source pixels) from each texel's point ``px`` (S, S, 2) to the outline of the projected mesh."""
-    uv = np.asarray(record.uv, dtype=np.float64)
-    lo = np.floor(uv.min(axis=0)) - 2
-    size = (np.ceil(uv.max(axis=0)) + 3 - lo).astype(int)
-    mask = np.zeros((size[1], size[0]), dtype=np.uint8)
-    for tri in np.round((uv[np.asarray(record.faces)] - lo) * 16).astype(np.int32):  # fillPoly: even-odd rule
-        cv2.fillConvexPoly(mask, tri, 1, cv2.LINE_8, 4)
-    dist = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return cv2.remap(dist, px - lo.astype(np.float32), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+def _outline_distance(
+    silhouette: skin.Silhouette, x: NDArray[np.float32], y: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """Distance (source pixels) from each texel's point (``x``, ``y``) to the outline of the projected mesh."""
+    dist = cv2.distanceTransform(silhouette.mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    x0, y0 = (np.float32(c) for c in silhouette.origin)
+    return cv2.remap(dist, x - x0, y - y0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
-def unwrap(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> Unwrapped:
-    """The source frame sampled at every texel's surface point, and what the source saw of it."""
+def _on_atlas(layout: UVLayout, values: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Values of the chart's texels (``layout.texels``) as an atlas: the gutter copies its chart texel, 0 elsewhere."""
+    out = np.zeros(layout.size * layout.size, dtype=np.float32)
+    out[layout.texels] = values
+    out[layout.gutter] = out[layout.gutter_source]
+    return out.reshape(layout.size, layout.size)
+
+
+def unwrap(
+    record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout, silhouette: skin.Silhouette | None = None
+) -> Unwrapped:
+    """The source frame sampled at every texel's surface point, and what the source saw of it.
+
+    ``silhouette``: the record's projected mesh (:class:`render.skin.Silhouette`), made here if not given.
+    """
     if not np.array_equal(np.asarray(record.faces), layout.faces) or layout.half is None:
         raise ValueError(f"record {record.source_file}: its mesh is not the topology of the UV layout")
     v = np.asarray(record.vertices, dtype=np.float64)
@@ -206,20 +216,19 @@ def unwrap(record: ReconRecord, image: NDArray[np.uint8], layout: UVLayout) -> U
     K = np.asarray(record.camera_matrix, dtype=np.float64)
     ideal = v @ K.T
     offset = project_distorted(v, K, record.dist_coeffs) - ideal[:, :2] / ideal[:, 2:3]
-    per_texel = layout.interpolate(np.concatenate([ideal, offset], axis=1))
-    flat = per_texel.reshape(-1, per_texel.shape[-1])
-    flat[layout.gutter] = flat[layout.gutter_source]
-    z = per_texel[..., 2]
-    z[z <= 0] = 1.0  # off the chart: any point in front of the camera
-    px = per_texel[..., 0:2] / z[..., None] + per_texel[..., 3:5]
-    colour = cv2.remap(image, px, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    attrs = np.ascontiguousarray(np.concatenate([ideal, offset], axis=1).astype(np.float32).T)
+    ix, iy, z, ox, oy = (layout.texel_weights @ a for a in attrs)  # on the chart's texels
+    z[z <= 0] = 1.0
+    x, y = _on_atlas(layout, ix / z + ox), _on_atlas(layout, iy / z + oy)
+    colour = cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     h, w = image.shape[:2]
-    in_frame = cv2.inRange(px, (0.0, 0.0), (w - 1.0, h - 1.0)) > 0
+    in_frame = cv2.bitwise_and(cv2.inRange(x, 0.0, w - 1.0), cv2.inRange(y, 0.0, h - 1.0)) > 0
     seen_tri = np.append(np.asarray(record.visible, dtype=bool)[layout.faces].all(axis=1), False)
     # The normal's cos and the eye distances are smooth: half resolution.
     smooth = layout.half.interpolate(np.concatenate([_vertex_cos(record)[:, None], eye_distances(record)], axis=1))
     half = layout.half.size
-    inner = _outline_distance(record, cv2.resize(px, (half, half), interpolation=cv2.INTER_AREA))
+    sil = skin.Silhouette.of(record) if silhouette is None else silhouette
+    inner = _outline_distance(sil, *(cv2.resize(c, (half, half), interpolation=cv2.INTER_AREA) for c in (x, y)))
     return Unwrapped(
         colour, seen_tri[layout.triangle] & in_frame, inner >= SILHOUETTE_MARGIN_PX, smooth[..., 0], smooth[..., 1:3]
     )
@@ -236,24 +245,27 @@ def build_atlas(
     (:mod:`render.skin`); ``image`` itself by default (a benchmark textures with
     another image of the same frame, e.g. the true head's coverage, and passes the source).
     """
-    own = unwrap(record, image, layout)
+    silhouette = skin.Silhouette.of(record)
+    own = unwrap(record, image, layout, silhouette)
     assert layout.half is not None
     S, H = layout.size, layout.half.size
     cos = own.cos
-    seen_h = (cv2.resize(own.seen.astype(np.float32), (H, H), interpolation=cv2.INTER_AREA) >= 1.0 - 1e-6) & own.inner
-    colour = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA).astype(np.float32)
+    seen = own.seen[: 2 * H, : 2 * H]
+    seen_h = seen[0::2, 0::2] & seen[1::2, 0::2] & seen[0::2, 1::2] & seen[1::2, 1::2] & own.inner  # all four seen
+    colour8 = cv2.resize(own.colour, (H, H), interpolation=cv2.INTER_AREA)
+    colour = colour8.astype(np.float32)
     # Own texels whose colour is the scene beside the face (a fitted outline wider than the face) are unseen.
     judged = (
-        colour
+        colour8
         if judge is None
-        else cv2.resize(unwrap(record, judge, layout).colour, (H, H), interpolation=cv2.INTER_AREA)
+        else cv2.resize(unwrap(record, judge, layout, silhouette).colour, (H, H), interpolation=cv2.INTER_AREA)
     )
     interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
     seen_h &= ~skin.background_texels(
-        judged.astype(np.float32),
+        judged,
         seen_h & (cos > BACKFACE_COS),
         interior,
-        skin.ring_colours(record, image if judge is None else judge),
+        skin.ring_colours(record, image if judge is None else judge, silhouette),
     )
     usable = _feather(seen_h & (cos > BACKFACE_COS), layout.half.inside, FEATHER_TEXELS / 2)
     usable *= _ramp(cos, BACKFACE_COS, USABLE_COS)
@@ -269,7 +281,7 @@ def build_atlas(
         if seen_eyes[k]:
             m_usable = m_usable * (1.0 - _ramp(own.eyes[..., k], -EYE_MARGIN_MM - 1.0, -1.0))
     # Brightness match of the mirror layer: the low-frequency own - mirror where both were seen squarely.
-    eye_any = _ramp(own.eyes.max(axis=2), -EYE_MARGIN_MM, 0.0)
+    eye_any = _ramp(np.maximum(own.eyes[..., 0], own.eyes[..., 1]), -EYE_MARGIN_MM, 0.0)
     w_match = usable * m_usable * (1.0 - eye_any) * (cos >= MATCH_COS) * (m_cos >= MATCH_COS)
     match = _low_frequency(colour - m_colour, w_match.astype(np.float32), H)
     # Own over mirror: an own texel gives way where it is oblique and its mirror clearly better.

@@ -27,6 +27,8 @@ half-resolution grid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from numpy.typing import NDArray
@@ -47,7 +49,7 @@ RING_PX = (10.0, 40.0)
 #: Face samples within this CIE Lab distance of a background sample are dropped: the scene seen where the
 #: interior landmarks themselves lie off the face (a misplaced far brow; ~2x JPEG noise of a flat colour).
 SAME_COLOUR_LAB = 4.0
-#: Samples per class (evenly strided: deterministic); the test costs ~10 ms per source.
+#: Samples per class (evenly strided: deterministic); the test costs ~12 CPU-ms per source (its KD-tree queries).
 MAX_SAMPLES = 3000
 #: A texel is background when its nearest background sample is closer than this times its nearest face sample.
 BACKGROUND_MARGIN = 1.0
@@ -70,40 +72,93 @@ def _strided(x: NDArray, n: int) -> NDArray:
     return x if len(x) <= n else x[np.linspace(0, len(x) - 1, n).astype(np.int64)]
 
 
-def ring_colours(record: ReconRecord, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """(N, 3) BGR pixels of ``image`` between RING_PX[0] and RING_PX[1] outside the projected mesh."""
+@dataclass(frozen=True)
+class Silhouette:
+    """The projected mesh (``record.uv``'s triangles) rasterised on a box of source pixels around it.
+
+    ``mask`` is 1 inside; ``origin`` is the box's top-left source pixel; the box
+    reaches ``margin`` pixels beyond the mesh on every side (it may leave the frame).
+    """
+
+    mask: NDArray[np.uint8]
+    origin: NDArray[np.int64]  # (x, y)
+
+    @classmethod
+    def of(cls, record: ReconRecord, margin: int = int(np.ceil(RING_PX[1])) + 2) -> Silhouette:
+        uv = np.asarray(record.uv, dtype=np.float64)
+        lo = (np.floor(uv.min(axis=0)) - margin).astype(np.int64)
+        size = (np.ceil(uv.max(axis=0)) + margin + 1 - lo).astype(np.int64)
+        mask = np.zeros((int(size[1]), int(size[0])), dtype=np.uint8)
+        for tri in np.round((uv[np.asarray(record.faces)] - lo) * 16).astype(np.int32):  # fillPoly: even-odd rule
+            cv2.fillConvexPoly(mask, tri, 1, cv2.LINE_8, 4)
+        return cls(mask, lo)
+
+
+def ring_colours(
+    record: ReconRecord, image: NDArray[np.uint8], silhouette: Silhouette | None = None
+) -> NDArray[np.uint8]:
+    """(N, 3) BGR pixels of ``image`` between RING_PX[0] and RING_PX[1] outside the projected mesh.
+
+    Computed on the frame's part of the ``silhouette``'s box (it holds every
+    pixel within RING_PX[1] of the mesh); row-major order, as over the whole frame.
+    """
+    sil = Silhouette.of(record) if silhouette is None else silhouette
     h, w = image.shape[:2]
-    mask = np.zeros((h, w), dtype=np.uint8)
-    for tri in np.round(np.asarray(record.uv, np.float64)[np.asarray(record.faces)] * 16).astype(np.int32):
-        cv2.fillConvexPoly(mask, tri, 1, cv2.LINE_8, 4)
+    x0, y0 = (int(c) for c in sil.origin)
+    bh, bw = sil.mask.shape
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + bw, w), min(y0 + bh, h)
+    if xa >= xb or ya >= yb:
+        return np.zeros((0, 3), dtype=np.uint8)
+    mask = sil.mask[ya - y0 : yb - y0, xa - x0 : xb - x0]  # the mesh's pixels in the frame (all in this box)
+    if not mask.any():  # no mesh pixel in the frame: as over the whole frame, every distance is infinite
+        return np.zeros((0, 3), dtype=np.uint8)
     dist = cv2.distanceTransform(1 - mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     ring = (dist >= RING_PX[0]) & (dist <= RING_PX[1])
-    return image[ring]
+    return image[ya:yb, xa:xb][ring]
 
 
 def background_texels(
-    colour: NDArray[np.float32],
+    colour: NDArray[np.uint8],
     usable: NDArray[np.bool_],
     interior: NDArray[np.float32],
     ring: NDArray[np.uint8],
 ) -> NDArray[np.bool_]:
-    """Texels (S, S) whose own ``colour`` (BGR, 0..255) looks like the scene beside the face (module docstring).
+    """Texels (S, S) whose own ``colour`` (BGR) looks like the scene beside the face (module docstring).
 
     ``usable``: texels the source saw; ``interior``: their signed distance (mm) to the interior
     landmarks' hull; ``ring``: the frame's colours beside the face (:func:`ring_colours`).
+    Each distinct colour is looked up once.
     """
     out = np.zeros(usable.shape, dtype=bool)
     face = usable & (interior >= FACE_INSET_MM)
     test = usable & (interior < FACE_INSET_MM)
     if not face.any() or not test.any() or len(ring) == 0:
         return out
-    bg_tree = cKDTree(_strided(_lab(ring), MAX_SAMPLES))
-    face_lab = _lab(colour[face])
-    face_lab = _strided(face_lab[bg_tree.query(face_lab, k=1)[0] >= SAME_COLOUR_LAB], MAX_SAMPLES)
+    bg_lab = _lab(_strided(ring, MAX_SAMPLES))
+    # face samples: every face texel's colour (each distinct colour converted and tested once), less those
+    # within SAME_COLOUR_LAB of a background sample, then evenly strided
+    f = colour[face].astype(np.int32)
+    fkey, finverse = np.unique((f[:, 0] << 16) | (f[:, 1] << 8) | f[:, 2], return_inverse=True)
+    flab = _lab(np.stack([fkey >> 16, (fkey >> 8) & 255, fkey & 255], axis=1))
+    unlike = cKDTree(bg_lab).query(flab, k=1)[0] >= SAME_COLOUR_LAB
+    face_lab = _strided(flab[finverse[unlike[finverse]]], MAX_SAMPLES)
     if len(face_lab) == 0:
         return out
-    lab = _lab(colour[test])
-    d_face, _ = cKDTree(face_lab).query(lab, k=1)
-    d_bg, _ = bg_tree.query(lab, k=1)
-    out[test] = d_bg < BACKGROUND_MARGIN * d_face
+    c = colour[test].astype(np.int32)
+    key, inverse = np.unique((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2], return_inverse=True)
+    lab = _lab(np.stack([key >> 16, (key >> 8) & 255, key & 255], axis=1))
+    if BACKGROUND_MARGIN != 1.0:
+        d_face, _ = cKDTree(face_lab).query(lab, k=1)
+        d_bg, _ = cKDTree(bg_lab).query(lab, k=1)
+        out[test] = (d_bg < BACKGROUND_MARGIN * d_face)[inverse]
+        return out
+    # d_bg < d_face, from one tree of both classes: a face sample nearest makes it face; a background sample
+    # strictly nearer than the second nearest makes it background; a tie is settled by the face samples.
+    d, nearest = cKDTree(np.concatenate([face_lab, bg_lab])).query(lab, k=2)
+    bg = nearest[:, 0] >= len(face_lab)
+    tie = bg & (d[:, 1] <= d[:, 0] * (1.0 + 1e-9))
+    if tie.any():
+        near = cKDTree(face_lab).query_ball_point(lab[tie], d[tie, 0] * (1.0 + 1e-9), return_length=True)
+        bg[tie] = near == 0
+    out[test] = bg[inverse]
     return out

@@ -50,6 +50,8 @@ class UVLayout:
     texcoords: NDArray[np.float32]  # (V, 2) atlas pixels (x, y), centres at integers
     triangle: NDArray[np.int32]  # (size, size) the triangle of each texel, -1 off the chart
     weights: sp.csr_matrix  # (size * size, V) float32: barycentric weights of each texel's triangle corners
+    texels: NDArray[np.int64]  # (N,) flat indices of the texels on the chart ...
+    texel_weights: sp.csr_matrix  # (N, V) ... and their rows of ``weights`` (the same sums, without the empty rows)
     mirror_xy: NDArray[np.float32]  # (size, size, 2) atlas position of each texel's mirror point (-1 off the chart)
     gutter: NDArray[np.int64]  # (G,) flat indices of the texels off the chart within GUTTER_TEXELS of it ...
     gutter_source: NDArray[np.int64]  # (G,) ... and of the nearest texel on the chart to each
@@ -62,8 +64,10 @@ class UVLayout:
 
     def interpolate(self, attributes: NDArray[np.floating]) -> NDArray[np.float32]:
         """Per-vertex ``attributes`` (V, C) at every texel: (size, size, C), zeros off the chart."""
-        a = np.asarray(attributes, dtype=np.float32)
-        return np.asarray(self.weights @ a.reshape(len(a), -1)).reshape(self.size, self.size, -1)
+        a = np.asarray(attributes, dtype=np.float32).reshape(len(attributes), -1)
+        out = np.zeros((self.size * self.size, a.shape[1]), dtype=np.float32)
+        out[self.texels] = self.texel_weights @ a
+        return out.reshape(self.size, self.size, -1)
 
 
 def atlas_texcoords(uv: NDArray[np.floating], size: int) -> NDArray[np.float64]:
@@ -120,6 +124,8 @@ def uv_layout(
         texcoords=tc.astype(np.float32),
         triangle=ids,
         weights=weights,
+        texels=texel,
+        texel_weights=weights[texel],
         mirror_xy=mirror_xy.reshape(size, size, 2),
         gutter=gutter,
         gutter_source=source,
