@@ -86,7 +86,7 @@ class FitResult:
     depth_ratio: float  # z-extent / x-extent of the fitted mesh in its head frame
     # -- against the annotation (nan without one); R_p: recon.placement ---------------------------
     annotation_rotation_deg: float = float("nan")  # angle between the fitted rotation and hR . R_p
-    landmark_rotation_deg: float = float("nan")  # the same for the landmarks-only pose (no prior)
+    landmark_rotation_deg: float = float("nan")  # the same for the landmarks-only pose (with a prior: their PnP)
     depth_correction_mm: float = float("nan")  # annotation face-centre depth - fitted six-point centroid depth
 
 
@@ -181,20 +181,22 @@ def fit_landmarks(
         # a mirror solution behind the camera: turn it around
         R, t = R @ rot_x(np.pi), -t
 
-    # 2. pose + anisotropic scale with priors: from the landmarks alone, then towards the annotation
-    state = _pose_scale(model, tg, K, PoseScale(R, t, np.zeros(3)), None)
-    nan = float("nan")
-    lm_deg = ann_deg = nan
-    if annotation is not None:
-        prior = model.alignment.annotation_rotation(annotation)
+    # 2. pose + anisotropic scale with priors: towards the annotation where there is one and a prior is set
+    #    (the landmarks-only pose compared with the annotation is then the PnP's), else from the landmarks alone
+    start = PoseScale(R, t, np.zeros(3))
+    prior = None if annotation is None else model.alignment.annotation_rotation(annotation)
+    with_prior = prior is not None and w.rotation_prior_deg is not None
+    state = start if with_prior else _pose_scale(model, tg, K, start, None)
+    lm_deg = ann_deg = float("nan")
+    if prior is not None:
         lm_deg = rotation_difference_deg(state.R, prior)
         if lm_deg > w.max_annotation_deg:
             raise FitError(
                 f"landmarks disagree with the annotated head pose by {lm_deg:.1f} deg "
                 f"(recon.max_annotation_deg {w.max_annotation_deg:g})"
             )
-        if w.rotation_prior_deg is not None:
-            state = _pose_scale(model, tg, K, state, prior)
+        if with_prior:
+            state = _pose_scale(model, tg, K, start, prior)
         ann_deg = rotation_difference_deg(state.R, prior)
     Rm, tv, s = state.R, state.t, state.scale
     cam = model.shape(s) @ Rm.T + tv

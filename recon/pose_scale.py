@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import least_squares
@@ -39,6 +40,26 @@ def rotvec_left_jacobian(w: NDArray[np.float64]) -> NDArray[np.float64]:
     J = (c2 * w)[:, None] * w - c1 * (EPS @ w)  # c2 w w^T + c1 [w]_x
     J[np.diag_indices(3)] += 1.0 - c2 * a2
     return J
+
+
+def rotvec_to_matrix(w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rodrigues' formula (OpenCV's, as ``Rotation.from_rotvec(w).as_matrix()`` to ~1e-16, ~50x faster)."""
+    return cv2.Rodrigues(np.asarray(w, dtype=np.float64).reshape(3, 1))[0]
+
+
+def matrix_to_rotvec(R: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The rotation vector of a rotation matrix (inverse of :func:`rotvec_to_matrix`).
+
+    theta = atan2(|v|, (tr R - 1) / 2) with v = vee(R - R^T) / 2 = sin(theta) axis: exact to
+    rounding near the identity, where this fit's prior term lives; from 120 deg on, scipy's.
+    """
+    v = 0.5 * np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    c = 0.5 * (R[0, 0] + R[1, 1] + R[2, 2] - 1.0)
+    if c < -0.5:
+        return Rotation.from_matrix(R).as_rotvec()
+    s = float(np.sqrt(v @ v))
+    theta = np.arctan2(s, c)
+    return v * (theta / s if s > 1e-12 else 1.0 + theta * theta / 6.0)
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,7 @@ class PoseScaleProblem:
         self._points: tuple[PoseScale, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
 
     def state(self, x: NDArray[np.float64]) -> PoseScale:
-        return PoseScale(Rotation.from_rotvec(x[:3]).as_matrix() @ self.R0, x[3:6].copy(), x[6:9].copy())
+        return PoseScale(rotvec_to_matrix(x[:3]) @ self.R0, x[3:6].copy(), x[6:9].copy())
 
     def points(
         self, x: NDArray[np.float64]
@@ -107,7 +128,7 @@ class PoseScaleProblem:
 
     def _phi(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """rotvec(R Rp^T), radians."""
-        return Rotation.from_matrix(Rotation.from_rotvec(x[:3]).as_matrix() @ self._A).as_rotvec()
+        return matrix_to_rotvec(rotvec_to_matrix(x[:3]) @ self._A)
 
     def residuals(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         proj = self.points(x)[3]
