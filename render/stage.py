@@ -247,7 +247,9 @@ class SourceRenderer:
             attempts.append(s.attempts)
         eyes, gaze = None, None
         if self.spec.gaze.redirects and views:
+            lap("sample")
             eyes, gaze = self._gaze(subject, record, image, src, eyeball, views, kept, attempts, skips)
+            lap("mesh")  # the eye rig: the face's atlas and mesh with eye openings, eye textures, gaze draws
         if not views:
             return SourceResult(frame, None, skips, self.gl, lap.seconds)
 
