@@ -261,12 +261,20 @@ def build_atlas(
         else cv2.resize(unwrap(record, judge, layout, silhouette).colour, (H, H), interpolation=cv2.INTER_AREA)
     )
     interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
-    seen_h &= ~skin.background_texels(
-        judged,
-        seen_h & (cos > BACKFACE_COS),
-        interior,
+    # judged on 2 x 2 blocks of the half grid (a block is tested where any of its texels is; all four follow it)
+    tested = seen_h & (cos > BACKFACE_COS)
+    q = H // 2
+    t4 = tested[: 2 * q, : 2 * q]
+    tested_q = t4[0::2, 0::2] | t4[1::2, 0::2] | t4[0::2, 1::2] | t4[1::2, 1::2]
+    bg_q = skin.background_texels(
+        cv2.resize(judged, (q, q), interpolation=cv2.INTER_AREA),
+        tested_q,
+        cv2.resize(interior, (q, q), interpolation=cv2.INTER_AREA),
         skin.ring_colours(record, image if judge is None else judge, silhouette),
     )
+    bg = np.zeros_like(seen_h)
+    bg[: 2 * q, : 2 * q] = np.repeat(np.repeat(bg_q, 2, axis=0), 2, axis=1)
+    seen_h &= ~bg
     usable = _feather(seen_h & (cos > BACKFACE_COS), layout.half.inside, FEATHER_TEXELS / 2)
     usable *= _ramp(cos, BACKFACE_COS, USABLE_COS)
     # The mirror layer, by normalized interpolation (texels off the chart carry no weight).

@@ -21,8 +21,9 @@ decides, per frame, by nearest neighbour in CIE Lab:
   sample. The atlas then treats it as unseen, so it completes from its mirror
   or the fill instead of from the scene.
 
-Deterministic (fixed subsampling, exact nearest neighbours), on the atlas's
-half-resolution grid.
+Deterministic (fixed subsampling, exact nearest neighbours), on a quarter of
+the atlas's resolution (:func:`render.atlas.build_atlas` tests 2 x 2 blocks of
+its half-resolution grid: 51 -> 37 ms per source, the fidelity benchmark unchanged).
 """
 
 from __future__ import annotations
