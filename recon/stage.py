@@ -100,6 +100,31 @@ def check_face_quality(gate: FaceGate, image: NDArray[np.uint8], lms: Landmarks)
         raise NoFaceError(why)
 
 
+def face_landmarks(
+    image: NDArray[np.uint8], landmarker, landmarks_6: NDArray[np.float64] | None = None, gate: FaceGate | None = None
+) -> Landmarks:
+    """Landmarks of the face in ``image`` (in the box of ``landmarks_6``, else the backend's detection).
+
+    With ``gate`` (``recon.face_gate``), a box without a usable face is rejected
+    (:class:`NoFaceError` with the reason).
+    """
+    lms = landmarker(image, landmarks_6)
+    check_face_contrast(image, lms)
+    if gate is not None:
+        check_face_quality(gate, image, lms)
+    return lms
+
+
+def fit_to_landmarks(lms: Landmarks, camera: Camera, model: FitModel, annotation: HeadPose | None = None) -> FitResult:
+    """The template fitted to ``lms`` in ``camera``, placed by ``annotation`` where given; a poor fit is rejected."""
+    ideal = camera.undistort_points(lms.points)
+    fit = fit_landmarks(model, ideal, camera.matrix, annotation=annotation)
+    io = float(np.linalg.norm(ideal[45] - ideal[36]))
+    if fit.reprojection_error_ideal_px > MAX_ERROR_FRACTION * io:
+        raise FitError(f"fit rejected: mean error {fit.reprojection_error_ideal_px:.1f} px")
+    return fit
+
+
 def fit_image(
     image: NDArray[np.uint8],
     camera: Camera,
@@ -108,29 +133,11 @@ def fit_image(
     landmarks_6: NDArray[np.float64] | None = None,
     annotation: HeadPose | None = None,
     gate: FaceGate | None = None,
-    *,
-    head_from_landmarks: bool = False,
 ) -> tuple[Landmarks, FitResult]:
-    """Landmarks of the face in ``image`` and the template fitted to them in ``camera`` (and ``annotation``).
-
-    With ``gate`` (``recon.face_gate``), a box without a usable face is rejected
-    (:class:`NoFaceError` with the reason) before the fit. With
-    ``head_from_landmarks`` and no ``annotation``, the fit is placed by the
-    head pose the landmarks give (:func:`landmark_head_pose`), as it is placed
-    by an annotated one.
-    """
-    lms = landmarker(image, landmarks_6)
-    check_face_contrast(image, lms)
-    if gate is not None:
-        check_face_quality(gate, image, lms)
-    if annotation is None and head_from_landmarks:
-        annotation = landmark_head_pose(lms, camera)
-    ideal = camera.undistort_points(lms.points)
-    fit = fit_landmarks(model, ideal, camera.matrix, annotation=annotation)
-    io = float(np.linalg.norm(ideal[45] - ideal[36]))
-    if fit.reprojection_error_ideal_px > MAX_ERROR_FRACTION * io:
-        raise FitError(f"fit rejected: mean error {fit.reprojection_error_ideal_px:.1f} px")
-    return lms, fit
+    """Landmarks of the face in ``image`` and the template fitted to them in ``camera`` (and ``annotation``):
+    :func:`face_landmarks`, then :func:`fit_to_landmarks`."""
+    lms = face_landmarks(image, landmarker, landmarks_6, gate)
+    return lms, fit_to_landmarks(lms, camera, model, annotation)
 
 
 def box_points(sample: Sample) -> tuple[NDArray[np.float64] | None, str]:
@@ -263,13 +270,12 @@ class FrameProcessor:
             return skipped(why)
         six, six_origin = box_points(sample)
         try:
-            # the fit is placed by the labels' head pose where the dataset has one (recon/placement.py)
-            lms, fit = fit_image(
-                image, sample.camera, self.landmarker, self.model, six, sample.head, self.gate, head_from_landmarks=True
-            )
+            lms = face_landmarks(image, self.landmarker, six, self.gate)
             if six_origin == "label":  # the box came from the labels, not from annotated points
                 lms = dataclasses.replace(lms, detector=lms.detector.replace("/annotation", "/label"))
             head, target, origin = record_labels(sample, lms)
+            # the fit is placed by the labels' head pose: the dataset's, else the landmarks' (recon/placement.py)
+            fit = fit_to_landmarks(lms, sample.camera, self.model, head)
             rec = make_record(
                 fit,
                 lms,
