@@ -17,6 +17,7 @@ it exactly.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,7 @@ from nvsynth.core.errors import ConfigError, DatasetError, io_guard
 from nvsynth.core.geometry import NORM_RENDER_SIZE
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff"})
-#: Box-blur kernel of Gaze-NV-Rendering's backgrounds.
+#: Box-blur kernel of Gaze-NV-Rendering's backgrounds (at NORM_RENDER_SIZE; scaled with the render size).
 BLUR_KERNEL = (20, 20)
 #: Number of procedural backgrounds when no folder is configured.
 PROCEDURAL_COUNT = 1000
@@ -55,12 +56,19 @@ def list_images(folder: Path) -> tuple[Path, ...]:
     return tuple(files)
 
 
+def blur_kernel(size: int) -> tuple[int, int]:
+    """:data:`BLUR_KERNEL` scaled from NORM_RENDER_SIZE to a ``size`` render: the same blur in the patch."""
+    k = max(1, round(BLUR_KERNEL[0] * size / NORM_RENDER_SIZE))
+    return (k, k)
+
+
 def resize_blur(image: NDArray[np.uint8], size: int = NORM_RENDER_SIZE) -> NDArray[np.uint8]:
-    """Resize to ``size`` x ``size`` (area when shrinking, bilinear when enlarging), then box-blur 20 x 20."""
+    """Resize to ``size`` x ``size`` (area when shrinking, bilinear when enlarging), then box-blur
+    (20 x 20 at 448 px, :func:`blur_kernel`)."""
     h, w = image.shape[:2]
     interp = cv2.INTER_AREA if (w > size and h > size) else cv2.INTER_LINEAR
     out = cv2.resize(image, (size, size), interpolation=interp)
-    return cv2.blur(out, BLUR_KERNEL)
+    return cv2.blur(out, blur_kernel(size))
 
 
 def _muted(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
@@ -178,6 +186,15 @@ class BackgroundSource:
     @classmethod
     def from_config(cls, cfg: Config, size: int = NORM_RENDER_SIZE) -> BackgroundSource:
         return cls(cfg.data.background_path, size=size)
+
+    def at_size(self, size: int) -> BackgroundSource:
+        """The same listing (validated or not) drawn at ``size`` x ``size``: the same scenes at that render size."""
+        if int(size) == self.size:
+            return self
+        other = copy.copy(self)
+        other.size = int(size)
+        other._cache = OrderedDict()
+        return other
 
     def validate(self, threads: int | None = None) -> BackgroundCheck | None:
         """Decode every listed image once; drop the unusable ones from the listing. ``None`` when procedural.

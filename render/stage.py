@@ -181,9 +181,9 @@ class SourceRenderer:
         from nvsynth.render.uvlayout import TemplateChart
 
         self.spec = spec
-        self.backgrounds = backgrounds
+        size = spec.cfg.render.render_size  # drawn at this size, area-reduced to the patch (render.compose)
+        self.backgrounds = backgrounds.at_size(size)
         use_device(spec.device if spec.device is not None else select_device(spec.cfg.render.device))
-        size = geometry.NORM_RENDER_SIZE
         self.renderer = FaceRenderer(size, camera_matrix=geometry.normalized_camera_matrix(size, spec.norm))
         self.chart = TemplateChart.of(template_from_config(spec.cfg))  # the atlas layout, rasterised once
         self._gl: GlInfo | None = None

@@ -281,3 +281,24 @@ def test_compositing_a_real_render(template_path: Path) -> None:
     back = cv2.dilate(masks[0], np.ones((3, 3), np.uint8)) == 0
     assert face.sum() > 5000 and back.sum() > 5000
     assert np.all(patches[0][face] == (30, 90, 250)) and np.all(patches[0][back] == (200, 10, 10))
+
+
+def test_backgrounds_at_another_render_size_are_the_same_scenes(tmp_path: Path) -> None:
+    """BackgroundSource.at_size: the same listing at another size; the blur scales with it (20 x 20 at 448)."""
+    from nvsynth.render.backgrounds import blur_kernel
+
+    assert blur_kernel(448) == BLUR_KERNEL and blur_kernel(320) == (14, 14) and blur_kernel(224) == (10, 10)
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    cv2.imwrite(str(folder / "a.png"), rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    src = BackgroundSource(folder)
+    small = src.at_size(320)
+    assert small.paths == src.paths and small.size == 320 and src.size == 448 and src.at_size(448) is src
+    big, little = src.image(0), small.image(0)
+    assert big.shape == (448, 448, 3) and little.shape == (320, 320, 3)
+    down = cv2.resize(big, (320, 320), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(down - little).mean() < 3.0, "the same scene, blurred alike"
+    procedural = BackgroundSource(None)
+    p_big, p_little = procedural.image(5), procedural.at_size(320).image(5)
+    assert np.abs(cv2.resize(p_big, (320, 320), interpolation=cv2.INTER_AREA).astype(int) - p_little).mean() < 3.0

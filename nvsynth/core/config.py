@@ -116,6 +116,10 @@ class RenderConfig(_Section):
     # output normalization constants (nvsynth.core.geometry.NORM_SPECS): mpii-nv (focal 960 at 448 px, 300 mm)
     # or eth-xgaze (focal 960 at 224 px, 600 mm); patches are stored at 224 either way
     normalization: Literal["mpii-nv", "eth-xgaze"] = "mpii-nv"
+    # views are drawn at render_size px (the normalized camera scaled to it) and reduced to the 224 patch:
+    # 448 is 2 x 2 supersampling; 320 (1.43 x 1.43) scores the same on the fidelity benchmark and draws 1.5x faster
+    # on llvmpipe (benchmarks/bench_supersample.py)
+    render_size: Int = Field(320, ge=224, le=896)  # 1 to 4 render pixels per patch pixel along a side
     light: LightConfig = LightConfig()
     # gaze of the views: follow-head (eyes turn with the head, MPII-NV), or redirected eyeballs (render.gaze)
     gaze: Literal["follow-head", "gaussian", "file"] = "follow-head"
