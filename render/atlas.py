@@ -80,6 +80,8 @@ MATCH_COS = 0.4
 #: Texels whose point lies closer than this (source pixels) to the outline of the projected mesh are not
 #: usable: with a fit error of a pixel or two, they may show the background beside the face.
 SILHOUETTE_MARGIN_PX = 3.0
+#: The skin test (render.skin) judges blocks of this many half-grid texels along each side.
+SKIN_BLOCK = 4
 #: Seen eyes are not mirrored within 1 mm outside their (enlarged) contours, nor, ramped, within 1 mm + this.
 EYE_MARGIN_MM = 2.0
 
@@ -261,11 +263,12 @@ def build_atlas(
         else cv2.resize(unwrap(record, judge, layout, silhouette).colour, (H, H), interpolation=cv2.INTER_AREA)
     )
     interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
-    # judged on 2 x 2 blocks of the half grid (a block is tested where any of its texels is; all four follow it)
+    # judged on SKIN_BLOCK x SKIN_BLOCK blocks of the half grid (a block is tested where any of its texels is;
+    # all of them follow it)
     tested = seen_h & (cos > BACKFACE_COS)
-    q = H // 2
-    t4 = tested[: 2 * q, : 2 * q]
-    tested_q = t4[0::2, 0::2] | t4[1::2, 0::2] | t4[0::2, 1::2] | t4[1::2, 1::2]
+    b = SKIN_BLOCK
+    q = H // b
+    tested_q = tested[: b * q, : b * q].reshape(q, b, q, b).any(axis=(1, 3))
     bg_q = skin.background_texels(
         cv2.resize(judged, (q, q), interpolation=cv2.INTER_AREA),
         tested_q,
@@ -273,7 +276,7 @@ def build_atlas(
         skin.ring_colours(record, image if judge is None else judge, silhouette),
     )
     bg = np.zeros_like(seen_h)
-    bg[: 2 * q, : 2 * q] = np.repeat(np.repeat(bg_q, 2, axis=0), 2, axis=1)
+    bg[: b * q, : b * q] = np.repeat(np.repeat(bg_q, b, axis=0), b, axis=1)
     seen_h &= ~bg
     usable = _feather(seen_h & (cos > BACKFACE_COS), layout.half.inside, FEATHER_TEXELS / 2)
     usable *= _ramp(cos, BACKFACE_COS, USABLE_COS)
