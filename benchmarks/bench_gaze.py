@@ -13,7 +13,8 @@ relighting by default (the audit is of the eyes; ``--appearance mpii-nv``
 audits the darkened, relit, backgrounded views too).
 
 Audit (:mod:`nvsynth.render.gaze_audit`): the iris model on each eye of the
-448 x 448 render, cropped from the view's eye-corner vertices (re-centred on
+render (``render.render_size``, 320 x 320 shipped; before the reduction to
+224), cropped from the view's eye-corner vertices (re-centred on
 its estimate and averaged over small shifts), the iris centre back-projected
 onto the eyeball sphere (at the limbus depth) whose centre the row's transform
 places, the subject's kappa added: each eye's visual axis. Error = degrees
@@ -137,6 +138,8 @@ def summary(rows: np.ndarray) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from nvsynth.core.config import from_dict
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--views", type=int, default=40, help="views per source frame (default 40)")
     ap.add_argument("--sigma", type=float, default=20.0, help="render.gaze_sigma_deg (default 20)")
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         raw, obj = (args.raw or SAMPLE, args.obj) if args.obj else make_records(Path(tmp))
         rows = audit(raw, obj, args.subject, args.views, args.sigma, args.head_sigma, args.appearance, args.seed)
     print(
-        f"gaze audit (MediaPipe Iris on the 448 renders, eyeball model + kappa vs labels), {args.subject}, "
+        f"gaze audit (MediaPipe Iris on the {from_dict({}).render.render_size} px renders, eyeball model + kappa "
+        f"vs labels), {args.subject}, "
         f"{len(rows)} views, appearance {args.appearance}, gaze sigma {args.sigma:g} deg, head sigma "
         f"{args.head_sigma:g} deg, {time.perf_counter() - t0:.0f} s"
     )

@@ -1,7 +1,7 @@
-"""An audit of rendered gaze: MediaPipe Iris on the rendered 448 image, read back through the eyeball model.
+"""An audit of rendered gaze: MediaPipe Iris on the rendered image, read back through the eyeball model.
 
-For a rendered view (the 448 x 448 render in the normalized camera, before
-the 224 area resize) this runs the iris model on each eye -- its crop from the
+For a rendered view (the render in the normalized camera at ``render.render_size``,
+before the reduction to 224) this runs the iris model on each eye -- its crop from the
 view's two eye-corner vertices, exactly as MediaPipe's pipeline crops from
 the face mesh's corners (:meth:`recon.mediapipe.Roi.from_corners`) -- and
 recovers the optical axis with the same eyeball model as the recon stage
@@ -78,7 +78,7 @@ class Audit:
 
 def audit_view(landmarker: MediaPipeLandmarker, render: NDArray[np.uint8], view: View, rig: EyeRig,
                target_norm: NDArray[np.float64]) -> Audit:  # fmt: skip
-    """Audit one rendered view (``render``: its 448 x 448 BGR image; ``view``: its labels and transform)."""
+    """Audit one rendered view (``render``: its square BGR render, any size; ``view``: its labels and transform)."""
     K = geometry.normalized_camera_matrix(render.shape[0])
     T = view.transform
     corners = geometry.project(apply_rigid(T, rig.corners.reshape(-1, 3)), K).reshape(2, 2, 2)
