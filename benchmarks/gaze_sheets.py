@@ -6,8 +6,8 @@ Records: ``nvsynth recon`` (mediapipe) on the bundled sample, unless ``--obj``.
   eye-in-head rotations of -30 ... +30 degrees in pitch (rows, up at the top)
   and yaw (columns, image-left at the left) about the eyes' primary position
   (:func:`nvsynth.render.gaze.primary_gaze`), target 600 mm from the face centre.
-  The upper face of each 224 patch, as ``nvsynth render`` stores it (448
-  render, area-resized).
+  The upper face of each 224 patch, as ``nvsynth render`` stores it (drawn at
+  ``render.render_size``, reduced to 224).
 * ``gaze_sampled.jpg``: rows of ``nvsynth render --gaze gaussian`` (head poses
   from ``render.pattern: gaussian``), 224 patches with the gaze label drawn
   from the face centre (red).
@@ -43,6 +43,7 @@ def _label(img: np.ndarray, text: str) -> None:
 def sweep(obj: Path, raw: Path, frame: int) -> np.ndarray:
     """The 5 x 5 sheet (BGR) of one source frame."""
     from nvsynth.core.config import Config
+    from nvsynth.core.geometry import normalized_camera_matrix
     from nvsynth.recon.eyeball import EyeballModel, eyeball_path
     from nvsynth.recon.record import ReconRecord
     from nvsynth.recon.template import template_from_config
@@ -73,7 +74,8 @@ def sweep(obj: Path, raw: Path, frame: int) -> np.ndarray:
             views.append(new)
             poses.append(eye_pose(rig, eye_orientations(rig, new, lab.target)))
             names.append(f"{p:+.0f}/{y:+.0f}")
-    renderer = FaceRenderer()
+    size = Config().render.render_size  # drawn as nvsynth render draws, reduced to 224
+    renderer = FaceRenderer(size, camera_matrix=normalized_camera_matrix(size))
     grey = [Backdrop(color=(90, 90, 90))] * len(views)
     T = np.stack([v.transform for v in views])
     full = renderer.render_composited(rig.texture, rig.face, T, None, grey, eyes=EyeScene(rig, tuple(poses)))

@@ -6,9 +6,10 @@ is made, and :meth:`BackgroundSource.validate` decodes every image once at the
 start of a run: images that cannot be decoded (corrupt, truncated headers,
 unreadable) leave the listing and are reported (:class:`BackgroundCheck`, in
 the run's manifest), so ``background_id`` indexes the sorted listing of the
-usable images. ``image(i)`` reads the i-th file, resizes it to 448 x 448 and
-box-blurs it with a 20 x 20 kernel, as Gaze-NV-Rendering's
-``read_resize_blur`` does; the last ``cache_size`` images are kept. Without a folder, ``PROCEDURAL_COUNT`` procedural
+usable images. ``image(i)`` reads the i-th file, resizes it to the render size
+and box-blurs it with a 20 x 20 kernel at 448 x 448 (scaled with the size), as
+Gaze-NV-Rendering's ``read_resize_blur`` does at 448; the last ``cache_size``
+images are kept. Without a folder, ``PROCEDURAL_COUNT`` procedural
 backgrounds (colour gradients plus smooth noise and a few soft blobs, box-blurred
 to a similar softness) stand in, so everything runs without downloads. A background
 is a pure function of its index, so the stored ``background_id`` identifies

@@ -1,13 +1,13 @@
 """The camera in OpenGL terms: projection from a 3x3 camera matrix, per-view matrices, clip -> pixel.
 
 The renderer draws into the normalized camera
-(:func:`nvsynth.core.geometry.normalized_camera_matrix`): focal 960, principal
-point (224, 224), 448 x 448, OpenCV axes (x right, y down, z forward). The GL
+(:func:`nvsynth.core.geometry.normalized_camera_matrix`) at ``render.render_size``
+(at 448 x 448: focal 960, principal point (224, 224); 320 shipped), OpenCV axes (x right, y down, z forward). The GL
 projection is built from the 3x3 camera matrix (:func:`projection_matrix`) so
 a vertex lands at exactly the pixel :func:`nvsynth.core.geometry.project`
 gives, pixel centres at integer coordinates; image row 0 is the first row read
 back, so no flip is needed. Depth is tested, perspective-correct, with no MSAA
-(the 448 -> 224 area resize in :mod:`render.compose` supersamples).
+(the reduction to 224 in :mod:`render.compose` supersamples).
 
 A view is a rigid 4x4 transform from source-camera mm to normalized-camera mm;
 :meth:`Camera.view_uniforms` turns it into the shader's MVP matrix and the

@@ -1,6 +1,6 @@
-"""Finishing rendered views: background, darkening, and the 448 -> 224 area resize.
+"""Finishing rendered views: background, darkening, and the reduction from the render size to 224.
 
-Per view, at the render size (``render.render_size``: 336 by default, 448 for
+Per view, at the render size (``render.render_size``: 320 by default, 448 for
 the 2 x 2 supersampling of the ETH-XGaze convention): the face is multiplied by
 the view's darkening factor (``darken_background`` applies it to the background
 too), pasted over the background where the render's alpha is set, and the

@@ -356,7 +356,7 @@ def test_render_size_changes_the_sampling_not_the_labels(small: tuple[Path, Path
     inside = ma & mb
     diff = np.abs(da["face_patch"].astype(int) - db["face_patch"]).mean(axis=-1)
     assert inside.sum() > 0.1 * inside.size and diff[inside].mean() < 1.0
-    assert 0 < np.count_nonzero(diff), "the two sizes really were drawn"
+    assert np.count_nonzero(diff) > 0, "the two sizes really were drawn"
 
 
 def test_render_size_is_bounded() -> None:
