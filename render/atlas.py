@@ -80,8 +80,10 @@ MATCH_COS = 0.4
 #: Texels whose point lies closer than this (source pixels) to the outline of the projected mesh are not
 #: usable: with a fit error of a pixel or two, they may show the background beside the face.
 SILHOUETTE_MARGIN_PX = 3.0
-#: The skin test (render.skin) judges blocks of this many half-grid texels along each side.
+#: The skin test (render.skin) judges blocks of this many half-grid texels along each side ...
 SKIN_BLOCK = 4
+#: ... and blocks of this many within one such block of a background block (SKIN_BLOCK is a multiple of it).
+SKIN_REFINE = 2
 #: Seen eyes are not mirrored within 1 mm outside their (enlarged) contours, nor, ramped, within 1 mm + this.
 EYE_MARGIN_MM = 2.0
 
@@ -263,20 +265,30 @@ def build_atlas(
         else cv2.resize(unwrap(record, judge, layout, silhouette).colour, (H, H), interpolation=cv2.INTER_AREA)
     )
     interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
-    # judged on SKIN_BLOCK x SKIN_BLOCK blocks of the half grid (a block is tested where any of its texels is;
-    # all of them follow it)
+    # judged on blocks of the half grid (a block is tested where any of its texels is; all of them follow it):
+    # coarse SKIN_BLOCK blocks, then SKIN_REFINE blocks within one coarse block of what the coarse pass judged
+    # background (a coarse block half scene, half face has the colour of neither)
     tested = seen_h & (cos > BACKFACE_COS)
-    b = SKIN_BLOCK
-    q = H // b
-    tested_q = tested[: b * q, : b * q].reshape(q, b, q, b).any(axis=(1, 3))
-    bg_q = skin.background_texels(
-        cv2.resize(judged, (q, q), interpolation=cv2.INTER_AREA),
-        tested_q,
-        cv2.resize(interior, (q, q), interpolation=cv2.INTER_AREA),
-        skin.ring_colours(record, image if judge is None else judge, silhouette),
-    )
+    ring = skin.ring_colours(record, image if judge is None else judge, silhouette)
+
+    def blocks(b: int) -> tuple[NDArray[np.uint8], NDArray[np.bool_], NDArray[np.float32]]:
+        q = H // b
+        return (cv2.resize(judged, (q, q), interpolation=cv2.INTER_AREA),
+                tested[: b * q, : b * q].reshape(q, b, q, b).any(axis=(1, 3)),
+                cv2.resize(interior, (q, q), interpolation=cv2.INTER_AREA))  # fmt: skip
+
+    coarse = blocks(SKIN_BLOCK)
+    test = skin.SkinTest.of(*coarse, ring)  # face samples from the coarse blocks
+    bg_c = test.background(*coarse)
     bg = np.zeros_like(seen_h)
-    bg[: b * q, : b * q] = np.repeat(np.repeat(bg_q, b, axis=0), b, axis=1)
+    if bg_c.any():
+        near = cv2.dilate(bg_c.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        k, f = SKIN_BLOCK // SKIN_REFINE, SKIN_REFINE
+        fine_colour, fine_tested, fine_interior = blocks(f)
+        fine_tested &= np.repeat(np.repeat(near, k, axis=0), k, axis=1)
+        bg_f = test.background(fine_colour, fine_tested, fine_interior)
+        q = H // f
+        bg[: f * q, : f * q] = np.repeat(np.repeat(bg_f, f, axis=0), f, axis=1)
     seen_h &= ~bg
     usable = _feather(seen_h & (cos > BACKFACE_COS), layout.half.inside, FEATHER_TEXELS / 2)
     usable *= _ramp(cos, BACKFACE_COS, USABLE_COS)

@@ -21,12 +21,15 @@ decides, per frame, by nearest neighbour in CIE Lab:
   sample. The atlas then treats it as unseen, so it completes from its mirror
   or the fill instead of from the scene.
 
-Deterministic (fixed subsampling, exact nearest neighbours), on an eighth of
-the atlas's resolution (:func:`render.atlas.build_atlas` tests blocks of
-``SKIN_BLOCK`` x ``SKIN_BLOCK`` = 4 x 4 texels of its half-resolution grid:
-on 2 x 2 blocks the atlas took ~37 ms per source, on 4 x 4 ~32 ms; the
-fidelity benchmark's background share went from 0.44 % to 0.41 %, its flow
-figures unchanged).
+Deterministic (fixed subsampling, exact nearest neighbours), on blocks of the
+atlas's half-resolution grid (:func:`render.atlas.build_atlas`): 4 x 4 blocks
+(``SKIN_BLOCK``) first, which also give the face samples (:class:`SkinTest`),
+then 2 x 2 blocks (``SKIN_REFINE``) within one coarse block of any coarse
+background block, since a coarse block that is half scene and half face has
+the colour of neither (``tests/test_render_fill.py``'s 15-pixel scene band kept
+1.5-4.9 % of its texels on 4 x 4 blocks alone). Atlas ~37 ms per source on
+2 x 2 blocks, ~32 ms this way; the fidelity benchmark's background share 0.44 %
+-> 0.39 %, its flow figures unchanged.
 """
 
 from __future__ import annotations
@@ -123,6 +126,67 @@ def ring_colours(
     return image[ya:yb, xa:xb][ring]
 
 
+@dataclass(frozen=True)
+class SkinTest:
+    """The samples of one frame's test: face colours and scene colours (CIE Lab), in KD-trees.
+
+    Made once per source (:meth:`of`); :meth:`background` then judges any set of texels,
+    e.g. coarse blocks first and finer ones near what the coarse pass found.
+    """
+
+    face_lab: NDArray[np.float32]  # (F, 3)
+    bg_lab: NDArray[np.float32]  # (B, 3)
+    both: cKDTree | None  # face samples, then background samples (None: nothing is judged background)
+
+    @classmethod
+    def of(cls, colour: NDArray[np.uint8], usable: NDArray[np.bool_], interior: NDArray[np.float32],
+           ring: NDArray[np.uint8]) -> SkinTest:  # fmt: skip
+        """Face samples from the usable texels FACE_INSET_MM inside the interior hull; scene samples from ``ring``."""
+        none = cls(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), None)
+        face = usable & (interior >= FACE_INSET_MM)
+        if not face.any() or len(ring) == 0:
+            return none
+        bg_lab = _lab(_strided(ring, MAX_SAMPLES))
+        # face samples: every face texel's colour (each distinct colour converted and tested once), less those
+        # within SAME_COLOUR_LAB of a background sample, then evenly strided
+        f = colour[face].astype(np.int32)
+        fkey, finverse = np.unique((f[:, 0] << 16) | (f[:, 1] << 8) | f[:, 2], return_inverse=True)
+        flab = _lab(np.stack([fkey >> 16, (fkey >> 8) & 255, fkey & 255], axis=1))
+        unlike = cKDTree(bg_lab).query(flab, k=1)[0] >= SAME_COLOUR_LAB
+        face_lab = _strided(flab[finverse[unlike[finverse]]], MAX_SAMPLES)
+        if len(face_lab) == 0:
+            return none
+        both = cKDTree(np.concatenate([face_lab, bg_lab])) if BACKGROUND_MARGIN == 1.0 else None
+        return cls(face_lab, bg_lab, both)
+
+    def background(
+        self, colour: NDArray[np.uint8], usable: NDArray[np.bool_], interior: NDArray[np.float32]
+    ) -> NDArray[np.bool_]:
+        """Which of the usable texels outside FACE_INSET_MM look like the scene (module docstring)."""
+        out = np.zeros(usable.shape, dtype=bool)
+        test = usable & (interior < FACE_INSET_MM)
+        if len(self.face_lab) == 0 or not test.any():
+            return out
+        c = colour[test].astype(np.int32)
+        key, inverse = np.unique((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2], return_inverse=True)
+        lab = _lab(np.stack([key >> 16, (key >> 8) & 255, key & 255], axis=1))
+        if self.both is None:  # BACKGROUND_MARGIN != 1
+            d_face, _ = cKDTree(self.face_lab).query(lab, k=1)
+            d_bg, _ = cKDTree(self.bg_lab).query(lab, k=1)
+            out[test] = (d_bg < BACKGROUND_MARGIN * d_face)[inverse]
+            return out
+        # d_bg < d_face, from one tree of both classes: a face sample nearest makes it face; a background sample
+        # strictly nearer than the second nearest makes it background; a tie is settled by the face samples.
+        d, nearest = self.both.query(lab, k=2)
+        bg = nearest[:, 0] >= len(self.face_lab)
+        tie = bg & (d[:, 1] <= d[:, 0] * (1.0 + 1e-9))
+        if tie.any():
+            near = cKDTree(self.face_lab).query_ball_point(lab[tie], d[tie, 0] * (1.0 + 1e-9), return_length=True)
+            bg[tie] = near == 0
+        out[test] = bg[inverse]
+        return out
+
+
 def background_texels(
     colour: NDArray[np.uint8],
     usable: NDArray[np.bool_],
@@ -133,38 +197,6 @@ def background_texels(
 
     ``usable``: texels the source saw; ``interior``: their signed distance (mm) to the interior
     landmarks' hull; ``ring``: the frame's colours beside the face (:func:`ring_colours`).
-    Each distinct colour is looked up once.
+    Each distinct colour is looked up once. The face samples come from these texels.
     """
-    out = np.zeros(usable.shape, dtype=bool)
-    face = usable & (interior >= FACE_INSET_MM)
-    test = usable & (interior < FACE_INSET_MM)
-    if not face.any() or not test.any() or len(ring) == 0:
-        return out
-    bg_lab = _lab(_strided(ring, MAX_SAMPLES))
-    # face samples: every face texel's colour (each distinct colour converted and tested once), less those
-    # within SAME_COLOUR_LAB of a background sample, then evenly strided
-    f = colour[face].astype(np.int32)
-    fkey, finverse = np.unique((f[:, 0] << 16) | (f[:, 1] << 8) | f[:, 2], return_inverse=True)
-    flab = _lab(np.stack([fkey >> 16, (fkey >> 8) & 255, fkey & 255], axis=1))
-    unlike = cKDTree(bg_lab).query(flab, k=1)[0] >= SAME_COLOUR_LAB
-    face_lab = _strided(flab[finverse[unlike[finverse]]], MAX_SAMPLES)
-    if len(face_lab) == 0:
-        return out
-    c = colour[test].astype(np.int32)
-    key, inverse = np.unique((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2], return_inverse=True)
-    lab = _lab(np.stack([key >> 16, (key >> 8) & 255, key & 255], axis=1))
-    if BACKGROUND_MARGIN != 1.0:
-        d_face, _ = cKDTree(face_lab).query(lab, k=1)
-        d_bg, _ = cKDTree(bg_lab).query(lab, k=1)
-        out[test] = (d_bg < BACKGROUND_MARGIN * d_face)[inverse]
-        return out
-    # d_bg < d_face, from one tree of both classes: a face sample nearest makes it face; a background sample
-    # strictly nearer than the second nearest makes it background; a tie is settled by the face samples.
-    d, nearest = cKDTree(np.concatenate([face_lab, bg_lab])).query(lab, k=2)
-    bg = nearest[:, 0] >= len(face_lab)
-    tie = bg & (d[:, 1] <= d[:, 0] * (1.0 + 1e-9))
-    if tie.any():
-        near = cKDTree(face_lab).query_ball_point(lab[tie], d[tie, 0] * (1.0 + 1e-9), return_length=True)
-        bg[tie] = near == 0
-    out[test] = bg[inverse]
-    return out
+    return SkinTest.of(colour, usable, interior, ring).background(colour, usable, interior)
