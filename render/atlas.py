@@ -82,7 +82,7 @@ MATCH_COS = 0.4
 SILHOUETTE_MARGIN_PX = 3.0
 #: The skin test (render.skin) judges blocks of this many half-grid texels along each side ...
 SKIN_BLOCK = 4
-#: ... and blocks of this many within one such block of a background block (SKIN_BLOCK is a multiple of it).
+#: ... and blocks of this many along the border of its background blocks (SKIN_BLOCK is a multiple of it).
 SKIN_REFINE = 2
 #: Seen eyes are not mirrored within 1 mm outside their (enlarged) contours, nor, ramped, within 1 mm + this.
 EYE_MARGIN_MM = 2.0
@@ -266,7 +266,7 @@ def build_atlas(
     )
     interior = layout.half.interpolate(skin.interior_distance(record)[:, None])[..., 0]
     # judged on blocks of the half grid (a block is tested where any of its texels is; all of them follow it):
-    # coarse SKIN_BLOCK blocks, then SKIN_REFINE blocks within one coarse block of what the coarse pass judged
+    # coarse SKIN_BLOCK blocks, then SKIN_REFINE blocks along the border of what the coarse pass judged
     # background (a coarse block half scene, half face has the colour of neither)
     tested = seen_h & (cos > BACKFACE_COS)
     ring = skin.ring_colours(record, image if judge is None else judge, silhouette)
@@ -282,11 +282,15 @@ def build_atlas(
     bg_c = test.background(*coarse)
     bg = np.zeros_like(seen_h)
     if bg_c.any():
-        near = cv2.dilate(bg_c.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        # coarse background blocks whose eight neighbours are background too stay so; the border between
+        # the two classes (one coarse block on either side) is judged again on the fine blocks
+        ring8 = np.ones((3, 3), np.uint8)
+        inner = cv2.erode(bg_c.astype(np.uint8), ring8, borderType=cv2.BORDER_REPLICATE) > 0
+        border = (cv2.dilate(bg_c.astype(np.uint8), ring8) > 0) & ~inner
         k, f = SKIN_BLOCK // SKIN_REFINE, SKIN_REFINE
         fine_colour, fine_tested, fine_interior = blocks(f)
-        fine_tested &= np.repeat(np.repeat(near, k, axis=0), k, axis=1)
-        bg_f = test.background(fine_colour, fine_tested, fine_interior)
+        fine_tested &= np.repeat(np.repeat(border, k, axis=0), k, axis=1)
+        bg_f = test.background(fine_colour, fine_tested, fine_interior) | np.repeat(np.repeat(inner, k, 0), k, 1)
         q = H // f
         bg[: f * q, : f * q] = np.repeat(np.repeat(bg_f, f, axis=0), f, axis=1)
     seen_h &= ~bg
