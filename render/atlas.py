@@ -46,7 +46,7 @@ Three layers, composited per texel, own over mirror over fill:
    Gortler et al. 1996) of the two layers above: smooth continuations of the
    texture around it, never a flat triangle.
 
-Everything is float32 numpy/OpenCV on a 512 x 512 atlas and deterministic.
+Everything is float32 numpy/OpenCV on a 384 x 384 atlas (``uvlayout.ATLAS_SIZE``) and deterministic.
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ USABLE_COS = -0.15
 MIRROR_BELOW_COS = 0.45
 #: The mirror texel is clearly better when its cos is larger by this much (ramp over 0.2 more).
 MIRROR_MARGIN = 0.1
-#: The usable region fades out over this many texels inside its border.
-FEATHER_TEXELS = 6.0
-#: Grid cell (texels) of the own - mirror brightness match.
-MATCH_CELL = 16
+#: The usable region fades out over this many texels inside its border (6 at 512 texels: the same width).
+FEATHER_TEXELS = 4.5
+#: Grid cell (texels) of the own - mirror brightness match (16 at 512 texels: the same 32 x 32 cells).
+MATCH_CELL = 12
 #: Own and mirror texels seen at least this squarely (cos) measure the brightness match.
 MATCH_COS = 0.4
 #: Texels whose point lies closer than this (source pixels) to the outline of the projected mesh are not
@@ -84,8 +84,12 @@ SILHOUETTE_MARGIN_PX = 3.0
 SKIN_BLOCK = 4
 #: ... and blocks of this many along the border of its background blocks (SKIN_BLOCK is a multiple of it).
 SKIN_REFINE = 2
-#: Seen eyes are not mirrored within 1 mm outside their (enlarged) contours, nor, ramped, within 1 mm + this.
+#: Seen eyes are not mirrored within EYE_CLEAR_MM outside their (enlarged) contours, nor, ramped, within
+#: EYE_CLEAR_MM + this.
 EYE_MARGIN_MM = 2.0
+#: The clear band (mm): the half grid's alphas, upsampled, reach one half-grid texel past it (1 mm was enough at
+#: 512 texels, not at 384: a seen eye's edge took 0.1 % of its mirror at 45 degrees of yaw).
+EYE_CLEAR_MM = 1.5
 
 
 @dataclass(frozen=True)
@@ -306,7 +310,7 @@ def build_atlas(
     seen_eyes = (bool(np.any(usable[own.eyes[..., 0] > 0] > 0)), bool(np.any(usable[own.eyes[..., 1] > 0] > 0)))
     for k in range(2):
         if seen_eyes[k]:
-            m_usable = m_usable * (1.0 - _ramp(own.eyes[..., k], -EYE_MARGIN_MM - 1.0, -1.0))
+            m_usable = m_usable * (1.0 - _ramp(own.eyes[..., k], -EYE_MARGIN_MM - EYE_CLEAR_MM, -EYE_CLEAR_MM))
     # Brightness match of the mirror layer: the low-frequency own - mirror where both were seen squarely.
     eye_any = _ramp(np.maximum(own.eyes[..., 0], own.eyes[..., 1]), -EYE_MARGIN_MM, 0.0)
     w_match = usable * m_usable * (1.0 - eye_any) * (cos >= MATCH_COS) * (m_cos >= MATCH_COS)

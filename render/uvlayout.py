@@ -33,8 +33,9 @@ from numpy.typing import NDArray
 from nvsynth.recon.fit import subdivision
 from nvsynth.recon.template import FaceTemplate
 
-#: Texels per side of the atlas.
-ATLAS_SIZE = 512
+#: Texels per side of the atlas. 384 (512 before): the atlas 34 -> 20 ms per source, the fidelity benchmark
+#: 0.86 / 3.52 -> 0.87 / 3.58 px, the patches' sharpness inside the face (mean |Laplacian|) 0.8 % lower.
+ATLAS_SIZE = 384
 #: Texels off the chart that copy the nearest texel on it (bilinear sampling at the chart's edge reads them).
 GUTTER_TEXELS = 2.0
 #: Subdivision steps a record may have (``recon.subdivide``).
