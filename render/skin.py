@@ -29,9 +29,9 @@ classes (one coarse block on either side), since a coarse block that is half
 scene and half face has the colour of neither (``tests/test_render_fill.py``'s
 15-pixel scene band kept 1.5-4.9 % of its texels on 4 x 4 blocks alone; judging
 fine blocks only where a coarse block's differ in colour kept 0.9 %). On the
-sample, whose background is skin-coloured, the atlas takes about 35 ms per
+sample, whose background is skin-coloured, the atlas took about 35 ms per
 source this way against 37 on 2 x 2 blocks throughout and 31 on 4 x 4 blocks
-alone; the fidelity benchmark's background share 0.44 % -> 0.39 %, its flow
+alone (at 512 texels; the atlas has 384 since); the fidelity benchmark's background share 0.44 % -> 0.39 %, its flow
 figures unchanged.
 """
 
