@@ -5,7 +5,7 @@ the 2 x 2 supersampling of the ETH-XGaze convention): the face is multiplied by
 the view's darkening factor (``darken_background`` applies it to the background
 too), pasted over the background where the render's alpha is set, and the
 result is reduced to 224 (:func:`reduction`: ``cv2.INTER_AREA`` at 448,
-bilinear at 336). The face mask is reduced the same way and kept where at
+bilinear at 320). The face mask is reduced the same way and kept where at
 least half of the pixel's weight is face (at 448: two of its four render
 pixels), 0/255.
 
@@ -82,10 +82,10 @@ def finish_views(
     bgra = batch.bgra
     patches = np.empty((n, out_size, out_size, 3), dtype=np.uint8)
     masks = np.empty((n, out_size, out_size), dtype=np.uint8)
+    interpolation = reduction(size, out_size)
     for b, p in enumerate(params):
         bg = background_for(p, backgrounds, size, None if rngs is None else rngs[b])
         full = composite(bgra[b], bg, p.darkening, p.darken_background)
-        interpolation = reduction(size, out_size)
         patches[b] = cv2.resize(full, (out_size, out_size), interpolation=interpolation)
         m = cv2.resize(np.ascontiguousarray(batch.mask[b]), (out_size, out_size), interpolation=interpolation)
         masks[b] = cv2.threshold(m, 127, 255, cv2.THRESH_BINARY)[1]
@@ -118,10 +118,10 @@ def reduction(size: int, out_size: int = NORM_PATCH_SIZE) -> int:
     """The OpenCV interpolation that reduces a ``size`` render to ``out_size``.
 
     ``INTER_AREA`` at whole ratios (448 -> 224: the mean of 2 x 2) and beyond
-    2; between 1 and 2 (336 -> 224) bilinear, which there still weighs every
-    render pixel (at 1.5: 3/4 and 1/4 along each side, where the area filter
-    weighs 2/3 and 1/3) and costs a sixth of OpenCV's general area path (0.07
-    against 0.45 ms per view).
+    2; between 1 and 2 (the shipped 320 -> 224) bilinear, which there still
+    weighs every render pixel (at 1.5: 3/4 and 1/4 along each side, where the
+    area filter weighs 2/3 and 1/3) and costs 0.07 ms per view against 0.45-0.7
+    for OpenCV's general area path.
     """
     if size % out_size == 0 or size >= 2 * out_size:
         return cv2.INTER_AREA

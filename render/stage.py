@@ -181,7 +181,7 @@ class SourceRenderer:
         from nvsynth.render.uvlayout import TemplateChart
 
         self.spec = spec
-        size = spec.cfg.render.render_size  # drawn at this size, area-reduced to the patch (render.compose)
+        size = spec.cfg.render.render_size  # drawn at this size, reduced to the patch (render.compose)
         self.backgrounds = backgrounds.at_size(size)
         use_device(spec.device if spec.device is not None else select_device(spec.cfg.render.device))
         self.renderer = FaceRenderer(size, camera_matrix=geometry.normalized_camera_matrix(size, spec.norm))
